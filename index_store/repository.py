@@ -1,0 +1,188 @@
+"""The Redis repository of index versions.
+
+An index is a name with numbered, immutable versions and one "active"
+pointer. Vectors are raw little-endian float32 bytes (chunked below Redis's
+512 MB value limit) with a JSON metadata record; nothing is pickled.
+Publishing a version and switching the pointer happen in one MULTI/EXEC, and
+every activation is announced on the events channel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import redis
+
+from index_store.errors import CorruptIndex, UnknownIndex
+from index_store.keys import Keys
+from index_store.knn import KnnIndex
+from index_store.spec import EmbedderSpec
+
+CHUNK_BYTES = 64 * 1024 * 1024
+META_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """What a worker needs to know about an index version besides its vectors."""
+
+    name: str
+    kind: str
+    k: int
+    dim: int
+    n_vectors: int
+    spec: dict[str, Any]
+    version: int = 0
+    clusters: Optional[int] = None
+    n_train: int = 0
+    threshold: Optional[float] = None
+    calibration: dict[str, Any] = field(default_factory=dict)
+    clean_fraction: float = 0.0
+    created_at: float = 0.0
+    sha256: str = ""
+    n_chunks: int = 0
+    schema: int = META_SCHEMA
+
+    @property
+    def embedder_spec(self) -> EmbedderSpec:
+        return EmbedderSpec.from_dict(self.spec)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "IndexMeta":
+        try:
+            data = json.loads(raw)
+            return cls(**data)
+        except (ValueError, TypeError) as e:
+            raise CorruptIndex(f"index metadata is not valid: {e}") from e
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    name: str
+    versions: list[int]
+    active: Optional[int]
+    meta: Optional[IndexMeta]  # of the active version (or the newest)
+
+
+def vectors_to_bytes(vectors: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+
+
+class IndexRepository:
+    """Index versions in Redis. Takes a connected ``redis.Redis`` (bytes responses)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "framewatch") -> None:
+        self.r = client
+        self.keys = Keys(prefix)
+
+    # -- writing -----------------------------------------------------------------
+    def publish(self, meta: IndexMeta, index: KnnIndex, activate: bool = True) -> IndexMeta:
+        """Store a new immutable version of ``meta.name``; optionally make it active, atomically."""
+        if index.dim != meta.dim:
+            raise CorruptIndex(f"vectors have dimension {index.dim}, metadata says {meta.dim}")
+        blob = vectors_to_bytes(index.vectors)
+        chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+        version = int(self.r.incr(self.keys.counter(meta.name)))
+        meta = IndexMeta(
+            **{
+                **asdict(meta),
+                "version": version,
+                "n_vectors": index.size,
+                "created_at": meta.created_at or time.time(),
+                "sha256": hashlib.sha256(blob).hexdigest(),
+                "n_chunks": len(chunks),
+            }
+        )
+        pipe = self.r.pipeline(transaction=True)
+        for i, chunk in enumerate(chunks):
+            pipe.set(self.keys.chunk(meta.name, version, i), chunk)
+        pipe.set(self.keys.meta(meta.name, version), meta.to_json())
+        pipe.zadd(self.keys.versions(meta.name), {str(version): meta.created_at})
+        pipe.sadd(self.keys.names, meta.name)
+        if activate:
+            pipe.set(self.keys.active(meta.name), version)
+            pipe.publish(self.keys.events, _event(meta.name, version))
+        pipe.execute()
+        return meta
+
+    def activate(self, name: str, version: int) -> None:
+        """Point ``name`` at an existing ``version`` (WATCH/MULTI so a concurrent delete can't interleave)."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.watch(self.keys.meta(name, version))
+            if not pipe.exists(self.keys.meta(name, version)):
+                pipe.reset()
+                raise UnknownIndex(name, version)
+            pipe.multi()
+            pipe.set(self.keys.active(name), version)
+            pipe.publish(self.keys.events, _event(name, version))
+            pipe.execute()
+
+    # -- reading -----------------------------------------------------------------
+    def active_version(self, name: str) -> Optional[int]:
+        raw = self.r.get(self.keys.active(name))
+        return int(raw) if raw is not None else None
+
+    def meta(self, name: str, version: Optional[int] = None) -> IndexMeta:
+        version = self._resolve(name, version)
+        raw = self.r.get(self.keys.meta(name, version))
+        if raw is None:
+            raise UnknownIndex(name, version)
+        return IndexMeta.from_json(raw)
+
+    def load(self, name: str, version: Optional[int] = None) -> tuple[IndexMeta, KnnIndex]:
+        """The metadata and index of ``version`` (default: the active one), integrity-checked."""
+        meta = self.meta(name, version)
+        parts = self.r.mget([self.keys.chunk(name, meta.version, i) for i in range(meta.n_chunks)])
+        if any(p is None for p in parts):
+            raise CorruptIndex(f"index {name!r} version {meta.version} is missing vector chunks")
+        blob = b"".join(parts)  # type: ignore[arg-type]
+        if hashlib.sha256(blob).hexdigest() != meta.sha256:
+            raise CorruptIndex(f"index {name!r} version {meta.version}: vectors fail their checksum")
+        expected = meta.n_vectors * meta.dim * 4
+        if len(blob) != expected:
+            raise CorruptIndex(f"index {name!r} version {meta.version}: {len(blob)} bytes, expected {expected}")
+        vectors = np.frombuffer(blob, dtype="<f4").reshape(meta.n_vectors, meta.dim)
+        return meta, KnnIndex(meta.kind, meta.k, vectors.astype(np.float32))
+
+    def versions(self, name: str) -> list[int]:
+        return sorted(int(v) for v in self.r.zrange(self.keys.versions(name), 0, -1))
+
+    def list(self) -> list[IndexSummary]:
+        out = []
+        for raw in sorted(self.r.smembers(self.keys.names)):
+            name = raw.decode()
+            versions = self.versions(name)
+            active = self.active_version(name)
+            shown = active if active is not None else (versions[-1] if versions else None)
+            meta = self.meta(name, shown) if shown is not None else None
+            out.append(IndexSummary(name, versions, active, meta))
+        return out
+
+    def _resolve(self, name: str, version: Optional[int]) -> int:
+        if version is not None:
+            return version
+        active = self.active_version(name)
+        if active is None:
+            raise UnknownIndex(name)
+        return active
+
+
+def _event(name: str, version: int) -> str:
+    return json.dumps({"name": name, "version": version})
+
+
+def parse_event(raw: bytes | str) -> Optional[tuple[str, int]]:
+    """(name, version) from an events-channel message; None if it is not one of ours."""
+    try:
+        data = json.loads(raw)
+        return str(data["name"]), int(data["version"])
+    except (ValueError, KeyError, TypeError):
+        return None
