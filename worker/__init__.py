@@ -1,0 +1,1 @@
+"""The scoring worker: consume frames, decode, batch, embed, score, publish, commit."""

@@ -1,0 +1,149 @@
+"""The indexes a worker serves, kept current from Redis.
+
+A background thread listens on the Redis events channel (and checks the
+active pointers every ``poll_s`` as a fallback); a new version is loaded off
+the scoring thread and swapped in between batches. A version whose embedder
+spec or dimension differs from the worker's is refused and the old one stays.
+With Redis down the worker keeps the indexes it holds and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import redis
+
+from index_store.errors import CorruptIndex, SpecMismatch, UnknownIndex
+from index_store.knn import KnnIndex
+from index_store.repository import IndexMeta, IndexRepository, parse_event
+from index_store.spec import EmbedderSpec
+from worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedIndex:
+    meta: IndexMeta
+    index: KnnIndex
+
+    @property
+    def label(self) -> str:
+        return f"{self.meta.name}@{self.meta.version}"
+
+
+class IndexSet:
+    """name -> LoadedIndex, read by the scoring loop, replaced whole by the watcher."""
+
+    def __init__(
+        self,
+        repo_factory: Callable[[], IndexRepository],
+        names: list[str],
+        metrics: WorkerMetrics,
+        poll_s: float = 5.0,
+    ) -> None:
+        self.repo_factory = repo_factory
+        self.names = names
+        self.metrics = metrics
+        self.poll_s = poll_s
+        self.spec: Optional[EmbedderSpec] = None  # fixed by the first index loaded
+        self._current: dict[str, LoadedIndex] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._wake = threading.Event()
+        self.last_error: Optional[str] = None
+
+    # -- read side (scoring loop) ---------------------------------------------------
+    def snapshot(self) -> dict[str, LoadedIndex]:
+        return self._current
+
+    def ready(self) -> bool:
+        return all(name in self._current for name in self.names)
+
+    # -- loading -----------------------------------------------------------------
+    def refresh(self, repo: IndexRepository) -> None:
+        """Load every name whose active version differs from the one held."""
+        for name in self.names:
+            active = repo.active_version(name)
+            held = self._current.get(name)
+            if active is None or (held is not None and held.meta.version == active):
+                continue
+            self._load(repo, name, active)
+
+    def _load(self, repo: IndexRepository, name: str, version: int) -> None:
+        try:
+            meta, index = repo.load(name, version)
+            self._check(meta)
+        except (SpecMismatch, CorruptIndex, UnknownIndex) as e:
+            self.metrics.index_reloads.labels(name, "refused").inc()
+            self.last_error = f"index {name} version {version} refused: {e}"
+            log.error("%s; still serving %s", self.last_error, self._held_label(name))
+            return
+        with self._lock:
+            current = dict(self._current)
+            current[name] = LoadedIndex(meta, index)
+            self._current = current
+        self.metrics.index_reloads.labels(name, "loaded").inc()
+        self.metrics.index_version.labels(name).set(version)
+        log.info("serving index %s version %d (%s, %d vectors)", name, version, meta.kind, meta.n_vectors)
+
+    def _held_label(self, name: str) -> str:
+        held = self._current.get(name)
+        return held.label if held else "nothing"
+
+    def _check(self, meta: IndexMeta) -> None:
+        spec = meta.embedder_spec
+        if meta.dim != spec.dim:
+            raise SpecMismatch(f"index dimension {meta.dim} != {spec.dim} of its backbone {spec.backbone}")
+        if self.spec is None:
+            self.spec = spec
+            return
+        if spec.fingerprint() != self.spec.fingerprint():
+            raise SpecMismatch(
+                f"index was built with {spec.label()} (dim {meta.dim}); this worker embeds with "
+                f"{self.spec.label()} (dim {self.spec.dim})"
+            )
+
+    # -- background watcher ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._watch, name="index-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            repo: Optional[IndexRepository] = None
+            pubsub = None
+            try:
+                repo = self.repo_factory()
+                pubsub = repo.r.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(repo.keys.events)
+                self.refresh(repo)
+                backoff = 0.5
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=self.poll_s)
+                    event = parse_event(msg["data"]) if msg else None
+                    if event is None or event[0] in self.names:
+                        self.refresh(repo)  # on our event, or as the periodic check
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                self.metrics.reconnects.labels("redis").inc()
+                self.last_error = f"redis unreachable: {e}"
+                log.warning("%s; serving held indexes, retrying in %.1fs", self.last_error, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001 - closing a broken connection
+                        pass
