@@ -147,6 +147,7 @@ def cmd_work(args: argparse.Namespace) -> int:
         group_id=args.group, worker_id=args.worker_id or "", max_batch=args.max_batch, max_wait_s=args.max_wait,
         device=args.device, window=args.window, metrics_port=args.metrics_port, drain_timeout_s=args.drain_timeout,
         limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels),
+        session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
     )  # fmt: skip
     return Worker(cfg).run(stop_on_signals())
 
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--min-side", type=int, default=32)
     work.add_argument("--max-pixels", type=int, default=40_000_000)
     work.add_argument("--partitions", type=int, default=4)
+    work.add_argument("--session-timeout-ms", type=int, default=10000, help="consumer group session timeout")
+    work.add_argument("--heartbeat-ms", type=int, default=3000)
     _connection_flags(work)
     _embed_flags(work)
     work.set_defaults(func=cmd_work)

@@ -330,6 +330,16 @@ class Worker:
         except KafkaError as e:
             log.debug("lag not updated: %s", e)
 
+    def _broker_connected(self) -> bool:
+        """True when the consumer holds a live connection to at least one broker."""
+        if self.consumer is None:
+            return False
+        client = self.consumer._client  # noqa: SLF001 - kafka-python exposes no public check
+        try:
+            return any(client.connected(b.node_id) for b in client.cluster.brokers())
+        except Exception:  # noqa: BLE001 - treat an internal change as "unknown = not ready"
+            return False
+
     def _alive(self) -> tuple[bool, str]:
         age = self.clock() - self._beat
         limit = max(60.0, self.cfg.drain_timeout_s * 2)
@@ -337,7 +347,7 @@ class Worker:
 
     def _ready(self) -> tuple[bool, str]:
         ready_index = self.indexes.ready()
-        connected = self.consumer is not None and bool(self.consumer.bootstrap_connected())
+        connected = self._broker_connected()
         ok = ready_index and connected
         self.metrics.ready.set(1 if ok else 0)
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
