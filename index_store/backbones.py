@@ -41,22 +41,26 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _torchvision_state_dict(backbone: str, weights: str) -> dict[str, torch.Tensor]:
-    """Weights from torchvision's enum, read from its cache; downloaded only if possible."""
+def _torchvision_weights(backbone: str, weights: str):  # type: ignore[no-untyped-def]
     from torchvision.models import get_weight
 
-    enum_name = {
-        "resnet18": "ResNet18_Weights",
-        "resnet34": "ResNet34_Weights",
-        "resnet50": "ResNet50_Weights",
-        "resnet101": "ResNet101_Weights",
-        "resnet152": "ResNet152_Weights",
-    }[backbone]
+    enum_name = f"ResNet{backbone[len('resnet'):]}_Weights"
     try:
-        w = get_weight(f"{enum_name}.{weights}")
-    except (ValueError, KeyError) as e:
+        return get_weight(f"{enum_name}.{weights}")
+    except (ValueError, KeyError, AttributeError) as e:
         raise SpecMismatch(f"{enum_name} has no member {weights!r}") from e
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
+
+
+def torchvision_cache_path(backbone: str, weights: str) -> Path:
+    """Where torchvision keeps (or would download) these weights: $TORCH_HOME/hub/checkpoints/."""
+    w = _torchvision_weights(backbone, weights)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
+
+
+def _torchvision_state_dict(backbone: str, weights: str) -> dict[str, torch.Tensor]:
+    """Weights from torchvision's enum, read from its cache; downloaded only if possible."""
+    w = _torchvision_weights(backbone, weights)
+    cached = torchvision_cache_path(backbone, weights)
     if cached.exists():
         return load_checkpoint(cached)
     try:

@@ -22,6 +22,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from index_store.embedder import Embedder
+from index_store.errors import IndexStoreError
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
 from wire.errors import FrameDecodeError
@@ -73,6 +74,7 @@ class Worker:
         self._beat = clock()
         self._stop = threading.Event()
         self._last_lag = 0.0
+        self._embedder_retry_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
     def _repository(self) -> IndexRepository:
@@ -148,13 +150,11 @@ class Worker:
         if self.consumer is None:
             self._connect_kafka()
             return
-        if not self.indexes.ready():
+        if not self.indexes.ready() or not self._ensure_scorer():
             self._pause()
             self.consumer.poll(timeout_ms=200)  # stays in the group; paused partitions return nothing
             return
         self._resume()
-        if not self._ensure_scorer():
-            return
         room = self.cfg.max_batch - len(self.batcher)
         wait_ms = int(max(0.0, self.batcher.time_left()) * 1000) if len(self.batcher) else 500
         records = self.consumer.poll(timeout_ms=max(wait_ms, 1), max_records=max(room, 1))
@@ -204,8 +204,17 @@ class Worker:
         spec = self.indexes.spec
         if spec is None:
             return False
+        if self.clock() < self._embedder_retry_at:
+            return False
         log.info("building embedder %s", spec.label())
-        self.scorer = Scorer(self.embedder_factory(spec), self.routing, self.worker_id, self.cfg.window)
+        try:
+            embedder = self.embedder_factory(spec)
+        except IndexStoreError as e:  # e.g. the index's weights are not on this machine
+            self.indexes.last_error = f"cannot build embedder {spec.label()}: {e}"
+            log.error("%s; retrying in 30s", self.indexes.last_error)
+            self._embedder_retry_at = self.clock() + 30.0
+            return False
+        self.scorer = Scorer(embedder, self.routing, self.worker_id, self.cfg.window)
         return True
 
     def _score_batch(self, batch: list[PendingFrame]) -> None:
@@ -348,10 +357,10 @@ class Worker:
     def _ready(self) -> tuple[bool, str]:
         ready_index = self.indexes.ready()
         connected = self._broker_connected()
-        ok = ready_index and connected
+        ok = ready_index and connected and self.scorer is not None
         self.metrics.ready.set(1 if ok else 0)
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
         detail = f"indexes: {held}; broker: {'connected' if connected else 'unreachable'}"
-        if self.indexes.last_error and not ready_index:
+        if self.indexes.last_error and not ok:
             detail += f"; {self.indexes.last_error}"
         return ok, detail

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -20,7 +25,7 @@ from index_store.repository import IndexMeta, IndexRepository
 from index_store.spec import EmbedderSpec
 from wire.records import DeadLetter, FrameRecord, ScoreRecord
 from wire.settings import KafkaSettings, RedisSettings
-from wire.topics import Topics
+from wire.topics import H_FRAME_ID, Topics
 from worker.config import WorkerConfig
 from worker.loop import Worker
 
@@ -138,20 +143,198 @@ def start_worker(cfg: WorkerConfig) -> RunningWorker:
     return RunningWorker(worker, stop, thread, codes)
 
 
+class WorkerProcess:
+    """``framewatch work`` as a real child process (for SIGKILL / SIGTERM tests).
+
+    A thread reads its combined output, so the pipe never fills and blocks the worker.
+    """
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def port(self, timeout: float = 60.0) -> int:
+        """The metrics/health port the worker picked (it logs it at start)."""
+        found: list[int] = []
+
+        def logged() -> bool:
+            for line in list(self.lines):
+                m = re.search(r"metrics on http://[^:]+:(\d+)/metrics", line)
+                if m:
+                    found.append(int(m.group(1)))
+                    return True
+            return not self.alive()
+
+        wait_until(logged, timeout, every=0.1)
+        if not found:
+            raise AssertionError(f"worker did not report its port:\n{self.output()}")
+        return found[0]
+
+    def get(self, path: str) -> tuple[int, str]:
+        """HTTP status and body of /metrics, /healthz or /readyz."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port()}{path}", timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metric(self, name: str) -> float:
+        """The value of one sample line of /metrics, e.g. ``framewatch_reconnects_total{dependency="redis"}``."""
+        return metric_value(self.get("/metrics")[1], name)
+
+    def assigned(self) -> list[int]:
+        """The partitions of the latest assignment the worker logged."""
+        found = [line for line in self.lines if "partitions assigned:" in line]
+        return [int(p) for p in re.findall(r"\d+", found[-1].split("partitions assigned:")[1])] if found else []
+
+    def rss_kib(self) -> int:
+        """Resident set size (VmRSS) of the worker process, in KiB."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS line")
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no commit, no leaving the group."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then wait for the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill()
+        self._reader.join(5)
+
+
 def worker_process(kafka: KafkaSettings, redis_url: str, prefix: str, topics: Topics, group: str,
-                   index: str = "idx", extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:  # fmt: skip
-    """``framewatch work`` as a real child process (for SIGKILL / SIGTERM tests)."""
+                   index: str = "idx", extra: tuple[str, ...] = ()) -> WorkerProcess:  # fmt: skip
+    """Start ``framewatch work`` as a child process in consumer group ``group``."""
     env = {
         "FRAMEWATCH_TOPIC_FRAMES": topics.frames, "FRAMEWATCH_TOPIC_SCORES": topics.scores,
         "FRAMEWATCH_TOPIC_DLQ": topics.dead_letters, "FRAMEWATCH_REDIS_PREFIX": prefix,
         "OMP_NUM_THREADS": "1",
     }  # fmt: skip
-    import os
-
     cmd = [sys.executable, "-m", "framewatch.cli", "work", "--kafka", kafka.bootstrap, "--redis", redis_url,
            "--index", index, "--group", group, "--metrics-port", "0", "--max-batch", "8", "--max-wait", "0.2",
            "--session-timeout-ms", "6000", "--heartbeat-ms", "1000", "--threads", "1", *extra]  # fmt: skip
-    return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return WorkerProcess(cmd, {**os.environ, **env})
+
+
+def metric_value(body: str, sample: str) -> float:
+    """The value of ``sample`` (name plus labels, exactly as exposed) in a /metrics body; 0 if absent."""
+    for line in body.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+class Feeder:
+    """Produces frames from a background thread at about ``rate`` frames a second, so they flow during a fault."""
+
+    def __init__(self, settings: KafkaSettings, topic: str, frames: list[FrameRecord], rate: float = 10.0) -> None:
+        self.settings, self.topic, self.frames, self.rate = settings, topic, frames, rate
+        self.sent = 0
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Feeder":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        producer = KafkaProducer(acks="all", **self.settings.client_kwargs())
+        try:
+            for f in self.frames:
+                key, value, headers = f.encode()
+                producer.send(self.topic, key=key, value=value, headers=headers).get(timeout=30)
+                self.sent += 1
+                time.sleep(1.0 / self.rate)
+        except BaseException as e:  # noqa: BLE001 - reported by join()
+            self.error = e
+        finally:
+            producer.close()
+
+    def join(self, timeout: float = 120.0) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "feeder did not finish"
+        assert self.error is None, f"feeder failed: {self.error!r}"
+
+
+def letter_id(letter: DeadLetter) -> str:
+    """The frame id a dead letter stands for: its frame-id header, else topic/partition/offset as the worker derives it."""
+    try:
+        return letter.header(H_FRAME_ID) or f"{letter.topic}/{letter.partition}/{letter.offset}"
+    except UnicodeDecodeError:
+        return f"{letter.topic}/{letter.partition}/{letter.offset}"
+
+
+def outcome(settings: KafkaSettings, topics: Topics) -> tuple[dict[str, list[ScoreRecord]], dict[str, list[DeadLetter]]]:
+    """Score records and dead letters so far, each grouped by frame id."""
+    by_score: dict[str, list[ScoreRecord]] = {}
+    for r in scores(settings, topics.scores):
+        by_score.setdefault(r.frame_id, []).append(r)
+    by_letter: dict[str, list[DeadLetter]] = {}
+    for d in dead_letters(settings, topics.dead_letters):
+        by_letter.setdefault(letter_id(d), []).append(d)
+    return by_score, by_letter
+
+
+def wait_for_ids(settings: KafkaSettings, topics: Topics, ids: set[str], timeout: float = 90.0) -> bool:
+    """Wait until every id in ``ids`` has a score record or a dead letter."""
+
+    def done() -> bool:
+        scored, dead = outcome(settings, topics)
+        return ids <= set(scored) | set(dead)
+
+    return wait_until(done, timeout, every=1.0)
+
+
+def assert_nothing_lost(
+    settings: KafkaSettings, topics: Topics, produced: set[str], dead: set[str] = frozenset()  # type: ignore[assignment]
+) -> tuple[dict[str, list[ScoreRecord]], dict[str, list[DeadLetter]]]:
+    """Every produced id is scored or dead-lettered at least once; exactly ``dead`` are dead letters."""
+    scored, letters = outcome(settings, topics)
+    missing = produced - set(scored) - set(letters)
+    assert not missing, f"{len(missing)} frames lost: {sorted(missing)[:10]}"
+    assert set(letters) == set(dead), f"dead letters {sorted(letters)} != expected {sorted(dead)}"
+    assert not (set(scored) & set(dead)), f"dead-lettered frames also scored: {sorted(set(scored) & set(dead))}"
+    assert set(scored) | set(letters) <= produced, "records for frames never produced"
+    return scored, letters
+
+
+def produce_messages(settings: KafkaSettings, topic: str, messages: list[tuple[Optional[bytes], Optional[bytes], list[tuple[str, bytes]]]]) -> list[tuple[int, int]]:
+    """Send raw (key, value, headers) messages in order; return each one's (partition, offset)."""
+    producer = KafkaProducer(acks="all", max_request_size=settings.max_message_bytes, **settings.client_kwargs())
+    try:
+        out = []
+        for key, value, headers in messages:
+            meta = producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)
+            out.append((meta.partition, meta.offset))
+        return out
+    finally:
+        producer.close()
 
 
 def frames(source: str, n: int, start: int = 0, image: Optional[Callable[[int], bytes]] = None) -> list[FrameRecord]:
