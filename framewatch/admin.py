@@ -24,9 +24,12 @@ class ConnectionFailed(FramewatchError):
 def ensure_topics(settings: KafkaSettings, topics: Topics, partitions: int = 4, timeout_s: float = 30.0) -> None:
     """Create the frames, scores and dead-letter topics if they do not exist."""
     deadline = time.monotonic() + timeout_s
+    kwargs = settings.client_kwargs()
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python 3: bound each attempt
+        kwargs["bootstrap_timeout_ms"] = int(max(1.0, min(timeout_s, 10.0)) * 1000)
     while True:
         try:
-            admin = KafkaAdminClient(**settings.client_kwargs())
+            admin = KafkaAdminClient(**kwargs)
             break
         except KafkaError as e:
             if time.monotonic() > deadline:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from framewatch import settings as env
 from wire.errors import FramewatchError
 from wire.settings import KafkaSettings, RedisSettings
+from wire.topics import Topics
 
 log = logging.getLogger("framewatch")
 
@@ -132,7 +133,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_work(args: argparse.Namespace) -> int:
-    from framewatch.admin import ensure_topics
     from index_store.embedder import set_cpu_threads
     from worker.config import WorkerConfig
     from worker.decode import DecodeLimits
@@ -140,7 +140,9 @@ def cmd_work(args: argparse.Namespace) -> int:
 
     kafka = _kafka(args)
     topics = env.topics()
-    ensure_topics(kafka, topics, args.partitions)
+    stop = stop_on_signals()
+    if not _wait_for_topics(kafka, topics, args.partitions, stop):
+        return 0  # stopped before Kafka was reachable
     set_cpu_threads(args.threads)
     cfg = WorkerConfig(
         kafka=kafka, redis=_redis(args), index=args.index, routes=tuple(args.route), topics=topics,
@@ -149,7 +151,25 @@ def cmd_work(args: argparse.Namespace) -> int:
         limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels),
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
     )  # fmt: skip
-    return Worker(cfg).run(stop_on_signals())
+    return Worker(cfg).run(stop)
+
+
+def _wait_for_topics(kafka: KafkaSettings, topics: Topics, partitions: int, stop: threading.Event) -> bool:
+    """Create the topics, waiting for Kafka as long as it takes (a worker started during an outage waits, not exits)."""
+    from kafka.errors import KafkaError
+
+    from framewatch.admin import ConnectionFailed, ensure_topics
+
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            ensure_topics(kafka, topics, partitions, timeout_s=10.0)
+            return True
+        except (ConnectionFailed, KafkaError) as e:
+            log.warning("%s; retrying in %.0fs", e, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+    return False
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

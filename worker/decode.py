@@ -9,6 +9,7 @@ header before any pixel is decoded).
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -43,8 +44,11 @@ def decode_image(data: bytes, content_type: str = "", limits: DecodeLimits = Dec
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise FrameDecodeError("image-too-large", str(e)) from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise FrameDecodeError("undecodable", f"not a readable image: {e}") from e
+    except UnidentifiedImageError as e:  # its message holds a BytesIO repr, useless in a dead letter
+        raise FrameDecodeError("undecodable", f"not a readable image: no known image signature in {len(data)} bytes") from e
+    except (OSError, ValueError, SyntaxError, struct.error) as e:
+        reason = "truncated" if "truncated" in str(e).lower() else "undecodable"
+        raise FrameDecodeError(reason, f"not a readable image: {e}") from e
     if image.format not in FORMATS:
         raise FrameDecodeError("unsupported-content-type", f"image format {image.format} is not JPEG or PNG")
     width, height = image.size
@@ -57,7 +61,7 @@ def decode_image(data: bytes, content_type: str = "", limits: DecodeLimits = Dec
     except OSError as e:
         reason = "truncated" if "truncated" in str(e).lower() else "undecodable"
         raise FrameDecodeError(reason, f"image data is damaged: {e}") from e
-    except (ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (ValueError, SyntaxError, struct.error, EOFError, Image.DecompressionBombError) as e:
         raise FrameDecodeError("undecodable", f"image data is damaged: {e}") from e
     return to_rgb(image)
 

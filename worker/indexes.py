@@ -3,7 +3,8 @@
 A background thread listens on the Redis events channel (and checks the
 active pointers every ``poll_s`` as a fallback); a new version is loaded off
 the scoring thread and swapped in between batches. A version whose embedder
-spec or dimension differs from the worker's is refused and the old one stays.
+spec or dimension differs from the worker's is refused (once: versions are
+immutable, so it is not reloaded until the pointer moves) and the old one stays.
 With Redis down the worker keeps the indexes it holds and retries with backoff.
 """
 
@@ -55,7 +56,8 @@ class IndexSet:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._wake = threading.Event()
-        self.last_error: Optional[str] = None
+        self._refused: dict[str, tuple[int, str]] = {}  # name -> (version, why): not loaded again
+        self.redis_error: Optional[str] = None  # set while Redis is unreachable
 
     # -- read side (scoring loop) ---------------------------------------------------
     def snapshot(self) -> dict[str, LoadedIndex]:
@@ -63,6 +65,11 @@ class IndexSet:
 
     def ready(self) -> bool:
         return all(name in self._current for name in self.names)
+
+    def problems(self) -> list[str]:
+        """What an operator should know: refused versions still active in Redis, Redis unreachable."""
+        found = [why for _, why in self._refused.values()]
+        return found + ([self.redis_error] if self.redis_error else [])
 
     # -- loading -----------------------------------------------------------------
     def refresh(self, repo: IndexRepository) -> None:
@@ -72,6 +79,8 @@ class IndexSet:
             held = self._current.get(name)
             if active is None or (held is not None and held.meta.version == active):
                 continue
+            if self._refused.get(name, (None, ""))[0] == active:
+                continue  # versions are immutable: refused once, refused for good
             self._load(repo, name, active)
 
     def _load(self, repo: IndexRepository, name: str, version: int) -> None:
@@ -80,13 +89,15 @@ class IndexSet:
             self._check(meta)
         except (SpecMismatch, CorruptIndex, UnknownIndex) as e:
             self.metrics.index_reloads.labels(name, "refused").inc()
-            self.last_error = f"index {name} version {version} refused: {e}"
-            log.error("%s; still serving %s", self.last_error, self._held_label(name))
+            why = f"index {name} version {version} refused: {e}"
+            self._refused[name] = (version, why)
+            log.error("%s; still serving %s", why, self._held_label(name))
             return
         with self._lock:
             current = dict(self._current)
             current[name] = LoadedIndex(meta, index)
             self._current = current
+        self._refused.pop(name, None)
         self.metrics.index_reloads.labels(name, "loaded").inc()
         self.metrics.index_version.labels(name).set(version)
         log.info("serving index %s version %d (%s, %d vectors)", name, version, meta.kind, meta.n_vectors)
@@ -129,6 +140,9 @@ class IndexSet:
                 pubsub = repo.r.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(repo.keys.events)
                 self.refresh(repo)
+                if self.redis_error:
+                    log.info("redis reachable again")
+                self.redis_error = None
                 backoff = 0.5
                 while not self._stop.is_set():
                     msg = pubsub.get_message(timeout=self.poll_s)
@@ -137,8 +151,8 @@ class IndexSet:
                         self.refresh(repo)  # on our event, or as the periodic check
             except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                 self.metrics.reconnects.labels("redis").inc()
-                self.last_error = f"redis unreachable: {e}"
-                log.warning("%s; serving held indexes, retrying in %.1fs", self.last_error, backoff)
+                self.redis_error = f"redis unreachable: {e}"
+                log.warning("%s; serving held indexes, retrying in %.1fs", self.redis_error, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:

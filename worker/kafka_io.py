@@ -7,6 +7,7 @@ record derived from the messages before them is acknowledged by the broker.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Optional
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -68,13 +69,14 @@ Message = tuple[str, Optional[bytes], Optional[bytes], Headers]
 class Outbox:
     """Sends records and waits until the broker has acknowledged all of them.
 
-    Records stay here until acknowledged; ``resend`` sends the unacknowledged
-    ones again (a duplicate is possible, a loss is not).
+    Records stay here until acknowledged; ``resend`` sends the failed ones
+    again (a duplicate is possible, a loss is not). Records the producer is
+    still retrying are waited for again, not resent.
     """
 
     def __init__(self, producer: KafkaProducer) -> None:
         self.producer = producer
-        self._inflight: list[tuple[Message, Any]] = []
+        self._inflight: list[tuple[Message, Any]] = []  # (message, future, or the exception it failed with)
 
     def pending(self) -> int:
         return len(self._inflight)
@@ -87,33 +89,70 @@ class Outbox:
         topic, key, value, headers = message
         try:
             return self.producer.send(topic, key=key, value=value, headers=headers)
-        except KafkaError as e:  # e.g. metadata unavailable while the broker is down
+        except Exception as e:  # noqa: BLE001 - e.g. metadata unavailable while the broker is down
             return e
 
     def confirm(self, timeout_s: float = 30.0) -> None:
-        """Block until every record sent since the last confirm is acknowledged; raise if any failed."""
+        """Block (``timeout_s`` in all) until every record sent is acknowledged; raise KafkaError if any is not."""
+        deadline = time.monotonic() + timeout_s
         try:
             self.producer.flush(timeout=timeout_s)
         except KafkaError as e:
             log.warning("flush: %s", e)
-        failed: list[tuple[Message, Any]] = []
+        left: list[tuple[Message, Any]] = []
         error: Optional[Exception] = None
         for message, future in self._inflight:
             try:
                 if isinstance(future, Exception):
                     raise future
-                future.get(timeout=timeout_s)
-            except KafkaError as e:
-                failed.append((message, e))
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception as e:  # noqa: BLE001 - any failure keeps the record for another try
                 error = e
-        self._inflight = failed
+                done = isinstance(future, Exception) or future.is_done
+                left.append((message, e if done else future))
+        self._inflight = left
         if error is not None:
-            raise error
+            raise error if isinstance(error, KafkaError) else KafkaError(f"{type(error).__name__}: {error}")
+
+    def renew(self, producer: KafkaProducer) -> None:
+        """Switch to a new producer and send every unacknowledged record through it.
+
+        For a producer that cannot recover by itself (an idempotent producer
+        whose broker lost its state fails every send); duplicates are possible.
+        """
+        old, self.producer = self.producer, producer
+        try:
+            old.close(timeout=0)
+        except Exception as e:  # noqa: BLE001 - the old one is broken anyway
+            log.debug("closing the old producer: %s", e)
+        self._inflight = [(message, self._send(message)) for message, _ in self._inflight]
 
     def resend(self) -> None:
-        self._inflight = [(message, self._send(message)) for message, _ in self._inflight]
+        """Send the failed records again (those still pending in the producer are left to it)."""
+        self._inflight = [
+            (message, self._send(message) if isinstance(future, Exception) else future)
+            for message, future in self._inflight
+        ]
 
 
 def commit(consumer: KafkaConsumer, positions: dict[TopicPartition, int]) -> None:
     if positions:
         consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in positions.items()})
+
+
+def lag(consumer: KafkaConsumer) -> dict[int, int]:
+    """Messages behind the log end, per assigned partition."""
+    assignment = list(consumer.assignment())
+    if not assignment:
+        return {}
+    ends = consumer.end_offsets(assignment)
+    return {tp.partition: max(0, ends[tp] - consumer.position(tp)) for tp in assignment}
+
+
+def broker_connected(consumer: KafkaConsumer) -> bool:
+    """True when the consumer holds a live connection to at least one broker."""
+    client = consumer._client  # noqa: SLF001 - kafka-python exposes no public check
+    try:
+        return any(client.connected(b.node_id) for b in client.cluster.brokers())
+    except Exception:  # noqa: BLE001 - treat an internal change as "unknown = not ready"
+        return False

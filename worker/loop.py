@@ -70,7 +70,11 @@ class Worker:
         self.outbox: Optional[kafka_io.Outbox] = None
         self.health: Optional[HealthServer] = None
         self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
-        self._paused = False
+        self._paused: Optional[str] = None  # why consumption is paused, if it is
+        self._undelivered: Optional[str] = None  # set while outputs wait for the broker's acknowledgement
+        self._retry_delivery_at = 0.0
+        self._embedder_error: Optional[str] = None
+        self._closing = False
         self._beat = clock()
         self._stop = threading.Event()
         self._last_lag = 0.0
@@ -125,11 +129,16 @@ class Worker:
             self.close()
 
     def close(self) -> None:
+        """Leave the group and stop; drain() has committed (or given up), so the revoke callback does nothing."""
+        self._closing = True
         self.indexes.stop()
-        if self.consumer is not None:
-            self.consumer.close(autocommit=False)
-        if self.outbox is not None:
-            self.outbox.producer.close(timeout=5)
+        for name, part in (("consumer", self.consumer), ("producer", self.outbox and self.outbox.producer)):
+            if part is None:
+                continue
+            try:
+                part.close(**({"autocommit": False} if name == "consumer" else {"timeout": 5}))
+            except Exception as e:  # noqa: BLE001 - a broker gone at shutdown must not change the exit code
+                log.warning("closing the kafka %s: %s", name, e)
         if self.health is not None:
             self.health.stop()
 
@@ -150,9 +159,9 @@ class Worker:
         if self.consumer is None:
             self._connect_kafka()
             return
-        if not self.indexes.ready() or not self._ensure_scorer():
-            self._pause()
-            self.consumer.poll(timeout_ms=200)  # stays in the group; paused partitions return nothing
+        hold = self._hold_reason()
+        if hold:
+            self._hold(hold)
             return
         self._resume()
         room = self.cfg.max_batch - len(self.batcher)
@@ -163,10 +172,44 @@ class Worker:
                 self._accept(msg)
         if self.batcher.ready():
             self._score_batch(self.batcher.take())
-        if self.outbox is not None and (self.outbox.pending() or self._uncommitted()):
+        if self.outbox is not None and (self.outbox.pending() or self._handled):
             if not len(self.batcher) or self.batcher.ready():
-                self._confirm_and_commit(self.clock() + self.cfg.drain_timeout_s)
+                self._deliver()
         self._update_lag()
+
+    def _hold_reason(self) -> Optional[str]:
+        """Why consumption must wait: no index (or embedder) yet, or outputs the broker has not acknowledged."""
+        if not self.indexes.ready() or not self._ensure_scorer():
+            return f"no index {self.routing.names()} loaded yet"
+        if self._undelivered and self.clock() >= self._retry_delivery_at:
+            self._deliver()
+        return self._undelivered
+
+    def _hold(self, reason: str) -> None:
+        """Poll with every partition paused: the worker stays in its group and takes in nothing new."""
+        self._pause(reason)
+        records = self.consumer.poll(timeout_ms=200)
+        for tp, messages in records.items():  # none expected; if any slip through, they are read again later
+            if messages:
+                self.consumer.seek(tp, messages[0].offset)
+
+    def _deliver(self) -> None:
+        """Confirm outputs, then commit. If the broker does not acknowledge them: keep them, hold, retry; no exit."""
+        try:
+            self._confirm_and_commit(self.clock() + self.cfg.drain_timeout_s)
+        except DeliveryFailed as e:
+            if not self._undelivered:
+                log.error("%s; holding consumption and retrying with a new producer", e)
+            self._undelivered = str(e)
+            self._retry_delivery_at = self.clock() + 5.0
+            try:  # a producer can be stuck for good (e.g. the broker lost its idempotence state)
+                self.outbox.renew(kafka_io.make_producer(self.cfg))  # type: ignore[union-attr]
+            except (KafkaError, OSError) as e2:
+                log.warning("no new producer yet: %s", e2)
+            return
+        if self._undelivered:
+            log.info("outputs acknowledged again")
+        self._undelivered = None
 
     def _accept(self, msg: Any) -> None:
         self.metrics.consumed.inc()
@@ -179,9 +222,11 @@ class Worker:
             )  # fmt: skip
             with self.metrics.stage_seconds.labels("decode").time():
                 image = decode_image(record.image, record.content_type, self.cfg.limits)
-        except FrameDecodeError as e:
+        except Exception as e:  # noqa: BLE001 - a poison message must become a dead letter, never a crash loop
+            reason, detail = (e.reason, e.message) if isinstance(e, FrameDecodeError) else (
+                "undecodable", f"{type(e).__name__}: {e}")  # fmt: skip
             self._dead_letter(
-                DeadLetter(msg.key, msg.value, list(msg.headers or []), e.reason, e.message,
+                DeadLetter(msg.key, msg.value, list(msg.headers or []), reason, detail,
                            msg.topic, msg.partition, msg.offset)
             )  # fmt: skip
             self._handled[tp] = msg.offset + 1
@@ -210,11 +255,12 @@ class Worker:
         try:
             embedder = self.embedder_factory(spec)
         except IndexStoreError as e:  # e.g. the index's weights are not on this machine
-            self.indexes.last_error = f"cannot build embedder {spec.label()}: {e}"
-            log.error("%s; retrying in 30s", self.indexes.last_error)
+            self._embedder_error = f"cannot build embedder {spec.label()}: {e}"
+            log.error("%s; retrying in 30s", self._embedder_error)
             self._embedder_retry_at = self.clock() + 30.0
             return False
         self.scorer = Scorer(embedder, self.routing, self.worker_id, self.cfg.window)
+        self._embedder_error = None
         return True
 
     def _score_batch(self, batch: list[PendingFrame]) -> None:
@@ -247,9 +293,6 @@ class Worker:
         self._dead_letter(DeadLetter(key, value, headers, reason, detail, frame.topic, frame.partition, frame.offset))
 
     # -- delivery and offsets ----------------------------------------------------------
-    def _uncommitted(self) -> bool:
-        return bool(self._handled)
-
     def _commit_positions(self) -> dict[TopicPartition, int]:
         """Per partition: the oldest frame still buffered, else the next offset after the last handled."""
         positions = dict(self._handled)
@@ -264,7 +307,7 @@ class Worker:
         while True:
             try:
                 with self.metrics.stage_seconds.labels("publish").time():
-                    self.outbox.confirm()
+                    self.outbox.confirm(timeout_s=max(1.0, deadline - self.clock()))
                 break
             except KafkaError as e:
                 self.metrics.reconnects.labels("kafka").inc()
@@ -279,20 +322,23 @@ class Worker:
             with self.metrics.stage_seconds.labels("commit").time():
                 kafka_io.commit(self.consumer, positions)
         except (CommitFailedError, KafkaError) as e:
-            log.warning("commit failed (%s): these frames may be scored again after a rebalance", e)
+            log.warning("commit failed (%s): retried with the next one; a rebalance may score these frames again", e)
+            return
         buffered = {TopicPartition(f.topic, f.partition) for f in self.batcher.items}
         self._handled = {tp: off for tp, off in self._handled.items() if tp in buffered}
 
     # -- rebalance, pause, readiness -------------------------------------------------------
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish the in-flight frames and commit before the partitions move."""
-        if self.consumer is None or self.outbox is None:
+        if self.consumer is None or self.outbox is None or self._closing:
             return
         if len(self.batcher) and self.scorer is not None and self.indexes.ready():
             while len(self.batcher):
                 self._score_batch(self.batcher.take())
-        else:
-            self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in revoked)
+        else:  # cannot score them now: commit no further than the oldest dropped frame
+            for f in self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in revoked):
+                tp = TopicPartition(f.topic, f.partition)
+                self._handled[tp] = min(self._handled.get(tp, f.offset), f.offset)
         try:
             self._confirm_and_commit(self.clock() + self.cfg.drain_timeout_s)
         except DeliveryFailed as e:
@@ -306,10 +352,10 @@ class Worker:
         if self._paused and assigned:
             self.consumer.pause(*assigned)
 
-    def _pause(self) -> None:
-        if not self._paused:
-            log.warning("no index %s loaded yet: pausing consumption", self.routing.names())
-            self._paused = True
+    def _pause(self, reason: str) -> None:
+        if self._paused != reason:
+            log.warning("%s: pausing consumption", reason)
+            self._paused = reason
             self.metrics.paused.set(1)
         assignment = self.consumer.assignment()
         if assignment:
@@ -317,37 +363,23 @@ class Worker:
 
     def _resume(self) -> None:
         if self._paused:
-            self._paused = False
+            self._paused = None
             self.metrics.paused.set(0)
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.resume(*assignment)
-            log.info("index loaded: consuming")
+            log.info("consuming")
 
     def _update_lag(self) -> None:
         now = self.clock()
         if now - self._last_lag < 5.0 or self.consumer is None:
             return
         self._last_lag = now
-        assignment = list(self.consumer.assignment())
-        if not assignment:
-            return
         try:
-            ends = self.consumer.end_offsets(assignment)
-            for tp in assignment:
-                self.metrics.lag.labels(str(tp.partition)).set(max(0, ends[tp] - self.consumer.position(tp)))
+            for partition, behind in kafka_io.lag(self.consumer).items():
+                self.metrics.lag.labels(str(partition)).set(behind)
         except KafkaError as e:
             log.debug("lag not updated: %s", e)
-
-    def _broker_connected(self) -> bool:
-        """True when the consumer holds a live connection to at least one broker."""
-        if self.consumer is None:
-            return False
-        client = self.consumer._client  # noqa: SLF001 - kafka-python exposes no public check
-        try:
-            return any(client.connected(b.node_id) for b in client.cluster.brokers())
-        except Exception:  # noqa: BLE001 - treat an internal change as "unknown = not ready"
-            return False
 
     def _alive(self) -> tuple[bool, str]:
         age = self.clock() - self._beat
@@ -356,11 +388,10 @@ class Worker:
 
     def _ready(self) -> tuple[bool, str]:
         ready_index = self.indexes.ready()
-        connected = self._broker_connected()
-        ok = ready_index and connected and self.scorer is not None
+        connected = self.consumer is not None and kafka_io.broker_connected(self.consumer)
+        ok = ready_index and connected and self.scorer is not None and not self._undelivered
         self.metrics.ready.set(1 if ok else 0)
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
         detail = f"indexes: {held}; broker: {'connected' if connected else 'unreachable'}"
-        if self.indexes.last_error and not ok:
-            detail += f"; {self.indexes.last_error}"
-        return ok, detail
+        problems = [*self.indexes.problems(), self._embedder_error, self._undelivered]
+        return ok, "; ".join([detail, *(p for p in problems if p)])

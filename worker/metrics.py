@@ -50,4 +50,4 @@ class WorkerMetrics:
         )
         self.lag = Gauge("framewatch_consumer_lag", "Messages behind the log end", ["partition"], registry=r)
         self.ready = Gauge("framewatch_ready", "1 when an index is loaded and the broker reachable", registry=r)
-        self.paused = Gauge("framewatch_consumption_paused", "1 while consumption is paused (no index)", registry=r)
+        self.paused = Gauge("framewatch_consumption_paused", "1 while consumption is paused (no index yet, or outputs unacknowledged)", registry=r)

@@ -41,7 +41,7 @@ def topics_for(unique: str, settings: KafkaSettings, partitions: int = 2) -> Top
 
 def publish_index(
     redis_url: str, prefix: str, name: str, spec: EmbedderSpec = SMALL_SPEC, n: int = 20, seed: int = 0,
-    threshold: Optional[float] = None, vectors: Optional[np.ndarray] = None,
+    threshold: Optional[float] = None, vectors: Optional[np.ndarray] = None, activate: bool = True,
 ) -> IndexMeta:  # fmt: skip
     import redis
 
@@ -51,7 +51,7 @@ def publish_index(
     meta = IndexMeta(name=name, kind="exact", k=2, dim=index.dim, n_vectors=index.size, spec=spec.to_dict(),
                      threshold=threshold)  # fmt: skip
     repo = IndexRepository(redis.Redis.from_url(redis_url), prefix)
-    return repo.publish(meta, index)
+    return repo.publish(meta, index, activate=activate)
 
 
 def fit_index_from_images(redis_url: str, prefix: str, name: str, images: list[Any], spec: EmbedderSpec = SMALL_SPEC) -> IndexMeta:
@@ -132,6 +132,11 @@ class RunningWorker:
     def close(self, timeout: float = 60.0) -> None:
         self.stop.set()
         self.thread.join(timeout)
+
+
+def wait_assigned(running: RunningWorker, timeout: float = 60.0) -> bool:
+    """Wait until an in-process worker has joined its group and holds partitions."""
+    return wait_until(lambda: bool(running.worker.consumer is not None and running.worker.consumer.assignment()), timeout, 0.2)
 
 
 def start_worker(cfg: WorkerConfig) -> RunningWorker:
@@ -335,6 +340,19 @@ def produce_messages(settings: KafkaSettings, topic: str, messages: list[tuple[O
         return out
     finally:
         producer.close()
+
+
+def sources_covering(partitions: int, prefix: str = "cam") -> list[str]:
+    """One source name per partition, by the producer's default key hash (murmur2), so every partition gets frames."""
+    from kafka.partitioner.default import murmur2
+
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < partitions:
+        name = f"{prefix}{i}"
+        found.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % partitions, name)
+        i += 1
+    return [found[p] for p in range(partitions)]
 
 
 def frames(source: str, n: int, start: int = 0, image: Optional[Callable[[int], bytes]] = None) -> list[FrameRecord]:

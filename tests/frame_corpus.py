@@ -1,0 +1,92 @@
+"""Bad and unusual-but-valid frames, shared by the decode unit tests and the fault tests.
+
+Each bad frame names the dead-letter reason the worker must give it (the
+reasons are listed in worker/decode.py). The limits used with this corpus are
+``CORPUS_LIMITS``: a message over ``max_bytes`` is "message-too-large".
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from worker.decode import DecodeLimits
+
+CORPUS_LIMITS = DecodeLimits(max_bytes=300_000, min_side=32, max_pixels=40_000_000)
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    data: bytes
+    content_type: str  # the content-type header ("" = none sent)
+    reason: str = ""  # expected dead-letter reason; "" = valid, must decode
+    mode: str = ""  # PIL mode of the encoded image (valid samples)
+
+
+def _encode(image: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _rgb(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` RGB pixels (a decompression bomb's header)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (width * 3 + 1) * 2)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
+
+
+def bad_samples() -> list[Sample]:
+    jpeg = _encode(_rgb(1), "JPEG", quality=90)
+    png = _encode(_rgb(2), "PNG")
+    big = _encode(_rgb(3, (400, 300)), "PNG")  # random pixels do not compress: ~360 kB
+    assert len(big) > CORPUS_LIMITS.max_bytes
+    return [
+        Sample("random-bytes", np.random.default_rng(4).bytes(4000), "image/jpeg", "undecodable"),
+        Sample("text", b"this is not an image at all", "", "undecodable"),
+        Sample("zero-bytes", b"", "image/png", "empty-value"),
+        Sample("truncated-jpeg", jpeg[: len(jpeg) // 2], "image/jpeg", "truncated"),
+        Sample("truncated-png", png[: len(png) // 2], "image/png", "truncated"),
+        Sample("png-header-bomb-30000", png_claiming(30000, 30000), "image/png", "image-too-large"),
+        # 48 M pixels of zeros: ~50 kB compressed, 144 MB as RGB if anyone decoded it
+        Sample("png-compressed-bomb", _encode(Image.new("L", (8000, 6000)), "PNG"), "image/png", "image-too-large"),
+        Sample("over-max-bytes", big, "image/png", "message-too-large"),
+        Sample("too-small", _encode(_rgb(5, (16, 16)), "PNG"), "image/png", "image-too-small"),
+        Sample("thin", _encode(_rgb(6, (640, 8)), "JPEG"), "image/jpeg", "image-too-small"),
+        Sample("gif-declared", _encode(_rgb(7), "GIF"), "image/gif", "unsupported-content-type"),
+        Sample("png-declared-as-text", png, "text/plain", "unsupported-content-type"),
+        Sample("bmp-undeclared", _encode(_rgb(8), "BMP"), "", "unsupported-content-type"),
+    ]
+
+
+def valid_samples() -> list[Sample]:
+    rgb = _rgb(10)
+    gray16 = np.random.default_rng(11).integers(0, 65535, (72, 96)).astype(np.uint16)
+    return [
+        Sample("grayscale-jpeg", _encode(rgb.convert("L"), "JPEG"), "image/jpeg", mode="L"),
+        Sample("cmyk-jpeg", _encode(rgb.convert("CMYK"), "JPEG"), "image/jpeg", mode="CMYK"),
+        Sample("progressive-jpeg", _encode(rgb, "JPEG", progressive=True), "image/jpeg", mode="RGB"),
+        Sample("png-16-bit", _encode(Image.fromarray(gray16), "PNG"), "image/png", mode="I;16"),
+        Sample("rgba-png", _encode(rgb.convert("RGBA"), "PNG"), "image/png", mode="RGBA"),
+        Sample("gray-alpha-png", _encode(rgb.convert("LA"), "PNG"), "image/png", mode="LA"),
+        Sample("palette-png", _encode(rgb.convert("P"), "PNG"), "image/png", mode="P"),
+        Sample("palette-transparent-png", _encode(rgb.convert("P"), "PNG", transparency=0), "image/png", mode="P"),
+        Sample("bilevel-png", _encode(rgb.convert("1"), "PNG"), "image/png", mode="1"),
+        Sample("no-content-type", _encode(rgb, "PNG"), "", mode="RGB"),
+        Sample("content-type-params", _encode(rgb, "JPEG"), "Image/JPEG; q=0.9", mode="RGB"),
+    ]

@@ -1,0 +1,103 @@
+"""worker/decode.py on the bad/unusual frame corpus, without services."""
+
+from __future__ import annotations
+
+import io
+import resource
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.frame_corpus import CORPUS_LIMITS, bad_samples, png_claiming, valid_samples
+from wire.errors import FrameDecodeError
+from worker.decode import DecodeLimits, decode_image, to_rgb
+
+BAD = bad_samples()
+VALID = valid_samples()
+
+
+@pytest.mark.parametrize("sample", BAD, ids=[s.name for s in BAD])
+def test_bad_frame_raises_its_reason(sample):
+    with pytest.raises(FrameDecodeError) as err:
+        decode_image(sample.data, sample.content_type, CORPUS_LIMITS)
+    assert err.value.reason == sample.reason, err.value.message
+    assert err.value.message  # a human-readable detail for the dead letter
+
+
+@pytest.mark.parametrize("sample", VALID, ids=[s.name for s in VALID])
+def test_unusual_valid_frame_becomes_8_bit_rgb(sample):
+    assert Image.open(io.BytesIO(sample.data)).mode == sample.mode  # the corpus holds what it says
+    image = decode_image(sample.data, sample.content_type, CORPUS_LIMITS)
+    assert image.mode == "RGB"
+    assert image.size == (96, 72)
+    assert np.asarray(image).dtype == np.uint8
+
+
+def test_every_documented_reason_is_covered_by_the_corpus():
+    import worker.decode
+
+    documented = {
+        "empty-value", "message-too-large", "unsupported-content-type", "undecodable",
+        "truncated", "image-too-small", "image-too-large",
+    }  # fmt: skip
+    for reason in documented:
+        assert reason in (worker.decode.__doc__ or "")
+    assert {s.reason for s in BAD} == documented
+
+
+def test_bomb_is_refused_from_its_header_without_decoding_pixels():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(3):
+        with pytest.raises(FrameDecodeError, match="image-too-large"):
+            decode_image(png_claiming(30000, 30000))
+    # 30000 x 30000 RGB would be 2.7 GB; refusing from the header allocates next to nothing
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+
+
+def test_pixel_limit_is_configurable():
+    data = png_claiming(2000, 2000)
+    with pytest.raises(FrameDecodeError, match="image-too-large"):
+        decode_image(data, "image/png", DecodeLimits(max_pixels=1_000_000))
+
+
+def test_16_bit_is_scaled_not_clipped():
+    arr = np.full((40, 40), 65535, dtype=np.uint16)
+    arr[:20] = 0
+    image = to_rgb(Image.fromarray(arr))
+    out = np.asarray(image)
+    assert out[:20].max() == 0 and out[20:].min() == 255
+
+
+def test_transparent_pixels_become_white():
+    rgba = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    assert np.asarray(to_rgb(rgba)).min() == 255
+
+
+def test_cmyk_white_stays_white():
+    cmyk = Image.new("CMYK", (40, 40), (0, 0, 0, 0))
+    assert np.asarray(to_rgb(cmyk)).min() == 255
+
+
+def test_detail_does_not_leak_object_reprs():
+    with pytest.raises(FrameDecodeError) as err:
+        decode_image(b"not an image", "")
+    assert "object at 0x" not in err.value.message
+
+
+def test_damaged_bytes_only_ever_raise_frame_decode_error():
+    """Random byte flips and cuts of valid frames: decoded, or a FrameDecodeError; nothing else escapes."""
+    rng = np.random.default_rng(0)
+    seeds = [s.data for s in VALID]
+    reasons = set()
+    for i in range(600):
+        data = bytearray(seeds[i % len(seeds)])
+        for _ in range(int(rng.integers(1, 8))):
+            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(1, len(data)))]
+        try:
+            assert decode_image(bytes(data)).mode == "RGB"
+        except FrameDecodeError as e:
+            reasons.add(e.reason)
+    assert reasons <= {"undecodable", "truncated", "image-too-small", "image-too-large", "unsupported-content-type"}
