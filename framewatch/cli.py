@@ -132,13 +132,6 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0 if report.failed == 0 else 1
 
 
-def default_batch(device: str) -> int:
-    """32 on a GPU; 8 on CPU, where larger batches were measured slower (docs/benchmarks.md)."""
-    from index_store.embedder import pick_device
-
-    return 32 if pick_device(device).type == "cuda" else 8
-
-
 def cmd_work(args: argparse.Namespace) -> int:
     from index_store.embedder import set_cpu_threads
     from worker.config import WorkerConfig
@@ -153,7 +146,7 @@ def cmd_work(args: argparse.Namespace) -> int:
     set_cpu_threads(args.threads)
     cfg = WorkerConfig(
         kafka=kafka, redis=_redis(args), index=args.index, routes=tuple(args.route), topics=topics,
-        group_id=args.group, worker_id=args.worker_id or "", max_batch=args.max_batch or default_batch(args.device), max_wait_s=args.max_wait,
+        group_id=args.group, worker_id=args.worker_id or "", max_batch=args.max_batch, max_wait_s=args.max_wait,
         device=args.device, window=args.window, metrics_port=args.metrics_port, drain_timeout_s=args.drain_timeout,
         limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels),
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
@@ -259,8 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="score sources matching PATTERN (shell-style) with INDEX; repeatable")
     work.add_argument("--group", default="framewatch-workers")
     work.add_argument("--worker-id")
-    work.add_argument("--max-batch", type=int, default=None,
-                      help="frames per batch (default 32 on CUDA, 8 on CPU: measured fastest, docs/benchmarks.md)")
+    work.add_argument("--max-batch", type=int, default=32, help="frames per batch (see docs/benchmarks.md)")
     work.add_argument("--max-wait", type=float, default=0.2, help="seconds a frame may wait for its batch")
     work.add_argument("--window", type=int, default=0, help="per-source window size for group scores (0 = off)")
     work.add_argument("--metrics-port", type=int, default=9108)
