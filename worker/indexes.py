@@ -77,11 +77,19 @@ class IndexSet:
         for name in self.names:
             active = repo.active_version(name)
             held = self._current.get(name)
-            if active is None or (held is not None and held.meta.version == active):
+            if active is None or (held is not None and held.meta.version == active and self._same(repo, held)):
                 continue
             if self._refused.get(name, (None, ""))[0] == active:
                 continue  # versions are immutable: refused once, refused for good
             self._load(repo, name, active)
+
+    @staticmethod
+    def _same(repo: IndexRepository, held: LoadedIndex) -> bool:
+        """False when Redis lost its data and a new index was published under the held version number."""
+        try:
+            return repo.meta(held.meta.name, held.meta.version) == held.meta
+        except (UnknownIndex, CorruptIndex):
+            return True  # nothing better to load: keep serving what is held
 
     def _load(self, repo: IndexRepository, name: str, version: int) -> None:
         try:

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 
 
+class DeliveryFailed(Exception):
+    """Outputs could not be acknowledged before the deadline; offsets stay uncommitted."""
+
+
 class Rebalance(ConsumerRebalanceListener):
     def __init__(self, on_revoked: Callable[[set[TopicPartition]], None], on_assigned: Callable[[set[TopicPartition]], None]) -> None:
         self._revoked, self._assigned = on_revoked, on_assigned

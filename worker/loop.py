@@ -33,6 +33,7 @@ from worker.config import WorkerConfig
 from worker.decode import decode_image
 from worker.health import HealthServer
 from worker.indexes import IndexSet
+from worker.kafka_io import DeliveryFailed
 from worker.metrics import WorkerMetrics
 from worker.routing import Routing
 from worker.scoring import PendingFrame, Scorer
@@ -40,10 +41,6 @@ from worker.scoring import PendingFrame, Scorer
 log = logging.getLogger(__name__)
 
 EmbedderFactory = Callable[[EmbedderSpec], Any]
-
-
-class DeliveryFailed(Exception):
-    """Outputs could not be acknowledged before the drain deadline; offsets stay uncommitted."""
 
 
 class Worker:
@@ -119,7 +116,12 @@ class Worker:
         self.start()
         try:
             while not self._stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except (KafkaError, OSError) as e:  # e.g. the group coordinator lost mid-poll: wait, go on
+                    self.metrics.reconnects.labels("kafka").inc()
+                    log.warning("kafka: %s; retrying in 1s", e)
+                    self._stop.wait(1.0)
             self.drain()
             return 0
         except DeliveryFailed as e:
@@ -188,10 +190,8 @@ class Worker:
     def _hold(self, reason: str) -> None:
         """Poll with every partition paused: the worker stays in its group and takes in nothing new."""
         self._pause(reason)
-        records = self.consumer.poll(timeout_ms=200)
-        for tp, messages in records.items():  # none expected; if any slip through, they are read again later
-            if messages:
-                self.consumer.seek(tp, messages[0].offset)
+        for tp, messages in self.consumer.poll(timeout_ms=200).items():  # none expected; any that slip through
+            self.consumer.seek(tp, messages[0].offset)  # are read again later
 
     def _deliver(self) -> None:
         """Confirm outputs, then commit. If the broker does not acknowledge them: keep them, hold, retry; no exit."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -128,10 +129,16 @@ class RunningWorker:
     stop: threading.Event
     thread: threading.Thread
     exit_code: list[int] = field(default_factory=list)
+    crash: list[str] = field(default_factory=list)  # the traceback, if run() raised
+
+    def alive(self) -> bool:
+        assert not self.crash, self.crash[0]
+        return self.thread.is_alive()
 
     def close(self, timeout: float = 60.0) -> None:
         self.stop.set()
         self.thread.join(timeout)
+        assert not self.crash, self.crash[0]
 
 
 def wait_assigned(running: RunningWorker, timeout: float = 60.0) -> bool:
@@ -142,10 +149,18 @@ def wait_assigned(running: RunningWorker, timeout: float = 60.0) -> bool:
 def start_worker(cfg: WorkerConfig) -> RunningWorker:
     worker = Worker(cfg, registry=CollectorRegistry())
     stop = threading.Event()
-    codes: list[int] = []
-    thread = threading.Thread(target=lambda: codes.append(worker.run(stop)), daemon=True)
-    thread.start()
-    return RunningWorker(worker, stop, thread, codes)
+    running = RunningWorker(worker, stop, threading.Thread(daemon=True))
+
+    def run() -> None:
+        try:
+            running.exit_code.append(worker.run(stop))
+        except BaseException:
+            running.crash.append(traceback.format_exc())
+            raise
+
+    running.thread = threading.Thread(target=run, daemon=True)
+    running.thread.start()
+    return running
 
 
 class WorkerProcess:
