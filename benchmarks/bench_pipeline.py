@@ -55,7 +55,7 @@ def main() -> None:
             ensure_topics(kafka, topics, partitions=1)
             cfg = WorkerConfig(kafka=kafka, redis=redis, index="bench", topics=topics, group_id=f"g-{tag}",
                                max_batch=batch, max_wait_s=0.1, metrics_host="127.0.0.1", metrics_port=0,
-                               session_timeout_ms=6000, heartbeat_interval_ms=1000)  # fmt: skip
+                               session_timeout_ms=6000, heartbeat_interval_ms=1000, start_from="earliest")  # fmt: skip
             embedder.batch_size = batch
             stop = threading.Event()
             worker = Worker(cfg, registry=CollectorRegistry(), embedder_factory=lambda spec: embedder)

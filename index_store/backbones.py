@@ -1,73 +1,61 @@
-"""Build a feature extractor (image batch -> pooled embedding) for an EmbedderSpec.
+"""Build a feature extractor for an EmbedderSpec: image batch -> global feature or patch-feature grid.
 
-Every backbone returns the output of its global average pool: (N, 3, H, W)
--> (N, D). Weights come from torchvision's enums and cache (TORCH_HOME), a
-local file, a Python package, or a seeded random init; checkpoints are always
-loaded with ``torch.load(..., weights_only=True)``.
+Global kind: the output of the backbone's global average pool, (N, 3, H, W)
+-> (N, D). Patch kind: the stride-8/16 taps turned into one grid,
+(N, 3, H, W) -> (N, D, H/8, W/8) (``patch_features.PatchFeatures``). Which
+backbones exist, their sizes and taps: ``registry.py``. ResNet weights come
+from torchvision's enums and cache (TORCH_HOME), a local file, or a seeded
+random init; EfficientNet-Lite weights from ``efficientnet_lite.py``.
+Checkpoints are always loaded with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
+from index_store import adapted as adapted_weights
+from index_store import efficientnet_lite
 from index_store.errors import SpecMismatch, WeightsUnavailable
-from index_store.spec import BACKBONE_DIMS, EmbedderSpec
+from index_store.patch_features import PatchFeatures
+from index_store.registry import backbone
+from index_store.spec import EmbedderSpec
+from index_store.weights import file_sha256, load_checkpoint, seeded, spec_file
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["build_backbone", "build_trunk", "file_sha256", "torchvision_cache_path"]
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Load a state dict safely (no arbitrary unpickling)."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict):
-        raise SpecMismatch(f"{path} does not hold a state dict")
-    return obj
-
-
-def _torchvision_weights(backbone: str, weights: str):  # type: ignore[no-untyped-def]
+def _torchvision_weights(name: str, weights: str):  # type: ignore[no-untyped-def]
     from torchvision.models import get_weight
 
-    enum_name = f"ResNet{backbone[len('resnet'):]}_Weights"
+    enum_name = f"ResNet{name[len('resnet') :]}_Weights"
     try:
         return get_weight(f"{enum_name}.{weights}")
     except (ValueError, KeyError, AttributeError) as e:
         raise SpecMismatch(f"{enum_name} has no member {weights!r}") from e
 
 
-def torchvision_cache_path(backbone: str, weights: str) -> Path:
+def torchvision_cache_path(name: str, weights: str) -> Path:
     """Where torchvision keeps (or would download) these weights: $TORCH_HOME/hub/checkpoints/."""
-    w = _torchvision_weights(backbone, weights)
+    w = _torchvision_weights(name, weights)
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(w.url)
 
 
-def _torchvision_state_dict(backbone: str, weights: str) -> dict[str, torch.Tensor]:
+def _torchvision_state_dict(name: str, weights: str) -> dict[str, torch.Tensor]:
     """Weights from torchvision's enum, read from its cache; downloaded only if possible."""
-    w = _torchvision_weights(backbone, weights)
-    cached = torchvision_cache_path(backbone, weights)
+    w = _torchvision_weights(name, weights)
+    cached = torchvision_cache_path(name, weights)
     if cached.exists():
         return load_checkpoint(cached)
     try:
         return w.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # network errors come in many types
         raise WeightsUnavailable(
-            f"{backbone} {weights} weights are not cached at {cached} and could not be "
+            f"{name} {weights} weights are not cached at {cached} and could not be "
             f"downloaded ({e.__class__.__name__}: {e}).\n"
             f"  Get them on a machine with network: curl -L -o {cached.name} {w.url}\n"
             f"  then copy the file to {cached} (or set TORCH_HOME), or pass "
@@ -82,7 +70,10 @@ def _resnet(spec: EmbedderSpec) -> nn.Module:
     with seeded(spec):
         model: nn.Module = getattr(torchvision.models, spec.backbone)(weights=None)
     if not spec.is_random:
-        state = _state_dict_for(spec)
+        if spec.weights.startswith("file:"):
+            state = load_checkpoint(spec_file(spec))
+        else:
+            state = _torchvision_state_dict(spec.backbone, spec.weights)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("fc.")]
@@ -94,53 +85,38 @@ def _resnet(spec: EmbedderSpec) -> nn.Module:
     return model
 
 
-def _state_dict_for(spec: EmbedderSpec) -> dict[str, torch.Tensor]:
-    if spec.weights.startswith("file:"):
-        path = spec.weights[len("file:") :]
-        if not os.path.exists(path):
-            raise WeightsUnavailable(f"weights file {path} does not exist")
-        if spec.weights_sha256 and file_sha256(path) != spec.weights_sha256:
+FAMILIES = {"resnet": _resnet, "efficientnet_lite": efficientnet_lite.build}
+
+
+def build_trunk(spec: EmbedderSpec) -> nn.Module:
+    """The backbone with the spec's base weights, before any adapted weights or patch taps."""
+    return FAMILIES[backbone(spec.backbone).family](spec).eval()
+
+
+def build_backbone(spec: EmbedderSpec, adapted: Optional[Mapping[str, torch.Tensor]] = None) -> nn.Module:
+    """An eval-mode module: (N, 3, crop, crop) float images -> (N, dim) or, patch kind, (N, dim, h, w).
+
+    A fine-tuned spec needs its ``adapted`` tensors (``adapted.decode`` checked their sha256); they are
+    loaded over the trunk before the patch taps are attached, and a global spec's output is L2-normalised.
+    """
+    dim = spec.dim  # SpecMismatch for an unknown backbone, kind or layer
+    if spec.is_adapted and adapted is None:
+        raise WeightsUnavailable(f"{spec.label()} is fine-tuned: its adapted weights (stored with the index "
+                                 "version in Redis) were not given")  # fmt: skip
+    trunk = build_trunk(spec)
+    if adapted is not None:
+        if not spec.is_adapted:
+            raise SpecMismatch(f"{spec.label()} is not fine-tuned, yet adapted weights were given")
+        adapted_weights.apply(trunk, adapted)
+    model = adapted_weights.L2Normalized(trunk).eval() if spec.is_adapted and not spec.is_patch else trunk
+    if spec.is_patch:
+        model = PatchFeatures(trunk, spec.layers, spec.proj_dim, spec.proj_seed).eval()
+        if model.channels != spec.tap_channels:
             raise SpecMismatch(
-                f"weights file {path} differs from the one the index was built with "
-                f"(sha256 {spec.weights_sha256[:12]}...)"
+                f"{spec.label()} taps give {model.channels} channels, the registry says {spec.tap_channels}"
             )
-        return load_checkpoint(path)
-    return _torchvision_state_dict(spec.backbone, spec.weights)
-
-
-@contextlib.contextmanager
-def seeded(spec: EmbedderSpec) -> Iterator[None]:
-    """Build a model under a fixed seed for ``random:SEED`` (leaves the global RNG as it was)."""
-    if not spec.is_random:
-        yield
-        return
-    _, _, seed = spec.weights.partition(":")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed or 0))
-        yield
-
-
-BUILDERS: dict[str, Callable[[EmbedderSpec], nn.Module]] = {name: _resnet for name in RESNETS}
-
-
-def register(name: str, builder: Callable[[EmbedderSpec], nn.Module]) -> None:
-    """Add a backbone family (its dimension must be in spec.BACKBONE_DIMS)."""
-    BUILDERS[name] = builder
-
-
-def build_backbone(spec: EmbedderSpec) -> nn.Module:
-    """An eval-mode module mapping (N, 3, crop, crop) float images to (N, spec.dim) features."""
-    if spec.backbone not in BUILDERS:
-        known = ", ".join(sorted(BUILDERS))
-        raise SpecMismatch(f"unknown backbone {spec.backbone!r} (known: {known})")
-    model = BUILDERS[spec.backbone](spec)
-    model.eval()
     with torch.no_grad():
         out = model(torch.zeros(1, 3, spec.crop, spec.crop))
-    if out.shape != (1, BACKBONE_DIMS[spec.backbone]):
-        raise SpecMismatch(f"{spec.backbone} gave features of shape {tuple(out.shape)}")
+    if out.shape[:2] != (1, dim) or out.dim() != (4 if spec.is_patch else 2):
+        raise SpecMismatch(f"{spec.label()} gave features of shape {tuple(out.shape)}, expected dim {dim}")
     return model
-
-
-# Backbone families in their own modules register themselves on import.
-from index_store import efficientnet_lite  # noqa: E402,F401  (efficientnet_lite0, efficientnet_lite2)

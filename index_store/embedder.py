@@ -1,7 +1,10 @@
 """The embedder: PIL images -> (N, D) float32 features, as named by an EmbedderSpec.
 
 DN2 preprocessing: resize the shorter side to ``spec.resize``, center-crop
-``spec.crop``, ImageNet normalisation; the feature is the global-pool output.
+``spec.crop``, the backbone's normalisation; the feature is the global-pool
+output (global kind) or a grid of patch features (patch kind). Fitting,
+evaluation and the worker all embed through this class, so a frame gets the
+same features wherever it is embedded.
 On CUDA it runs in half precision (fp16, or bf16 where supported) and
 channels-last; on CPU in float32.
 """
@@ -14,9 +17,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import functional as TF
 
+from index_store import adapted as adapted_weights
 from index_store.backbones import build_backbone
+from index_store.preprocess import to_tensor
 from index_store.spec import EmbedderSpec
 
 log = logging.getLogger(__name__)
@@ -43,17 +47,18 @@ class Embedder:
         device: str = "auto",
         precision: str = "auto",
         batch_size: int = 32,
+        adapted: Optional[bytes] = None,
     ) -> None:
+        """``adapted``: the safetensors blob of a fine-tuned spec, checked against ``spec.adapted_sha256``."""
         self.spec = spec
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.dtype = self._pick_dtype(precision)
-        model = build_backbone(spec)
+        state = adapted_weights.decode(adapted, spec.adapted_sha256) if adapted is not None else None
+        model = build_backbone(spec, state)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device, dtype=self.dtype)
-        self._mean = torch.tensor(spec.mean).view(3, 1, 1)
-        self._std = torch.tensor(spec.std).view(3, 1, 1)
 
     @property
     def dim(self) -> int:
@@ -66,32 +71,34 @@ class Embedder:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, 0, 0, self.dim) if self.spec.is_patch else (0, self.dim), dtype=np.float32)
+
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """One RGB PIL image -> (3, crop, crop) normalised float32 tensor."""
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        image = TF.resize(image, self.spec.resize, interpolation=TF.InterpolationMode.BILINEAR)
-        image = TF.center_crop(image, [self.spec.crop, self.spec.crop])
-        x = TF.pil_to_tensor(image).float().div_(255.0)
-        return (x - self._mean) / self._std
+        """One RGB PIL image -> (3, crop, crop) normalised float32 tensor (index_store.preprocess, shared)."""
+        return to_tensor(image, self.spec)
 
     @torch.inference_mode()
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
-        """(N, 3, crop, crop) preprocessed batch -> (N, D) float32 array."""
+        """(N, 3, crop, crop) preprocessed batch -> (N, D) float32 array; patch kind (N, h, w, D)."""
         out = []
         for start in range(0, batch.shape[0], self.batch_size):
-            x = batch[start : start + self.batch_size].to(self.device, dtype=self.dtype)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            out.append(self.model(x).float().cpu())
+            x = batch[start : start + self.batch_size]
+            if self.device.type == "cuda":  # pinned host memory, copied while the last batch still runs
+                x = x if x.is_cuda else x.pin_memory()
+                x = x.to(self.device, dtype=self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            else:
+                x = x.to(self.device, dtype=self.dtype)
+            feats = self.model(x).float().cpu()
+            out.append(feats.permute(0, 2, 3, 1) if self.spec.is_patch else feats)
         if not out:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return self._empty()
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """RGB PIL images of any size -> (N, D) float32 array."""
+        """RGB PIL images of any size -> (N, D) float32 array; patch kind (N, h, w, D)."""
         if not images:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return self._empty()
         return self.embed_tensor(torch.stack([self.preprocess(im) for im in images]))
 
 

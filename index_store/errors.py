@@ -29,11 +29,3 @@ class UnknownIndex(IndexStoreError):
 
 class CorruptIndex(IndexStoreError):
     """Stored vectors or metadata fail their integrity checks."""
-
-
-class DatasetUnavailable(IndexStoreError):
-    """Evaluation data is not on disk (nothing is ever downloaded). The message says where to put it."""
-
-
-class DatasetFormatError(IndexStoreError):
-    """A dataset file is on disk but does not have the expected format."""

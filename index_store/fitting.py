@@ -1,9 +1,12 @@
-"""Fit an index from training embeddings: clean, build (exact or k-means), calibrate a threshold.
+"""Fit an index from training embeddings: clean, build (exact, k-means or coreset), calibrate a threshold.
 
-Arrays in, arrays out. Calibration sets the threshold at the (1 - target_fpr)
-quantile of scores of normal images the index has not seen: a held-out set
-when given, otherwise leave-one-out on the training set (exact) or a 20% split
-(k-means, whose centres have seen every training point).
+Arrays in, arrays out. Global embeddings are (N, D); patch features are
+(N, h, w, D), and the index then holds the memory of normal patches (every
+location of every kept image, compressed by k-means or a coreset).
+Calibration sets the threshold at the (1 - target_fpr) quantile of scores of
+normal images the index has not seen: a held-out set when given, otherwise
+leave-one-out on the training set (exact global) or a 20% split of the images
+(k-means, whose centres have seen every training point, and every patch index).
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from index_store import knn
+from index_store import anomaly_maps, knn
+from index_store.errors import IndexStoreError
+from index_store.spec import PATCH_DEFAULT_CLUSTERS
+
+__all__ = ["PATCH_DEFAULT_CLUSTERS", "Calibration", "FitConfig", "FitError", "build", "fit", "kept_rows", "score"]
 
 
 @dataclass(frozen=True)
@@ -23,10 +30,34 @@ class FitConfig:
     clean_fraction: float = 0.0
     target_fpr: float = 0.01
     seed: int = 0
+    coreset: Optional[int] = None  # C = keep C training vectors by greedy coreset (instead of k-means)
+
+    def __post_init__(self) -> None:
+        """Checked when the config is made, so a bad flag fails before minutes of embedding."""
+        problems = [
+            f"{name} {rule}"
+            for name, ok, rule in (
+                ("k", self.k >= 1, f"must be at least 1 (got {self.k})"),
+                ("clusters", self.clusters is None or self.clusters >= 0, f"must be 0 (exact) or more (got {self.clusters})"),
+                ("coreset", self.coreset is None or self.coreset >= 0, f"must be 0 (off) or more (got {self.coreset})"),
+                ("clusters and coreset", not (self.clusters and self.coreset), "cannot both be given"),
+                ("clean fraction", 0.0 <= self.clean_fraction < 1.0, f"must be in [0, 1) (got {self.clean_fraction})"),
+                ("target FPR", 0.0 < self.target_fpr < 1.0, f"must be in (0, 1) (got {self.target_fpr})"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise FitError("; ".join(problems))
 
     @property
     def kind(self) -> str:
+        if self.coreset:
+            return "coreset"
         return "exact" if not self.clusters else "kmeans"
+
+
+class FitError(IndexStoreError):
+    """The fit cannot give a usable index: bad settings, or too few normal images to calibrate."""
 
 
 @dataclass(frozen=True)
@@ -67,35 +98,62 @@ def _calibration(scores: np.ndarray, method: str, target_fpr: float) -> Calibrat
 
 
 def build(train: np.ndarray, cfg: FitConfig) -> knn.KnnIndex:
+    """The index over ``train``: (N, D) embeddings, or (N, h, w, D) patch features (all locations)."""
+    if train.ndim == 4:
+        train = train.reshape(-1, train.shape[-1])
     if cfg.kind == "exact":
         return knn.build_exact(train, cfg.k)
+    if cfg.kind == "coreset":
+        assert cfg.coreset is not None
+        return knn.build_coreset(train, cfg.coreset, cfg.k, seed=cfg.seed)
     assert cfg.clusters is not None
     return knn.build_kmeans(train, cfg.clusters, cfg.k, seed=cfg.seed)
+
+
+def score(index: knn.KnnIndex, feats: np.ndarray) -> np.ndarray:
+    """(N,) frame scores: the index's rule on global embeddings, the worst location on patch grids."""
+    return anomaly_maps.score_maps(index, feats)[0] if feats.ndim == 4 else index.score(feats)
 
 
 def fit(
     train: np.ndarray, cfg: FitConfig, holdout: Optional[np.ndarray] = None
 ) -> tuple[knn.KnnIndex, Calibration, np.ndarray]:
-    """Returns (index, calibration, indices of the training embeddings kept after cleaning)."""
-    train = knn.as_f32(train)
-    kept = knn.clean(train, cfg.clean_fraction, cfg.k) if cfg.clean_fraction else np.arange(len(train))
+    """Returns (index, calibration, indices of the training images kept after cleaning)."""
+    train = np.ascontiguousarray(train, dtype=np.float32)
+    kept = kept_rows(train, cfg)
     clean_train = train[kept]
+    has_holdout = holdout is not None and len(holdout) > 0
+    if not has_holdout and len(clean_train) < cfg.k + 1:
+        raise FitError(
+            f"{len(clean_train)} normal image(s) left after cleaning: calibrating a threshold needs at least "
+            f"k + 1 = {cfg.k + 1} (each is scored against the others); add images or pass --holdout"
+        )
     index = build(clean_train, cfg)
     if holdout is not None and len(holdout):
-        cal = _calibration(index.score(holdout), "holdout", cfg.target_fpr)
-    elif cfg.kind == "exact":
+        cal = _calibration(score(index, holdout), "holdout", cfg.target_fpr)
+    elif cfg.kind == "exact" and train.ndim == 2:
         cal = _calibration(knn.leave_one_out_scores(clean_train, cfg.k), "leave-one-out", cfg.target_fpr)
     else:
         cal = _calibration(_split_scores(clean_train, cfg), "split", cfg.target_fpr)
     return index, cal, kept
 
 
+def kept_rows(train: np.ndarray, cfg: FitConfig) -> np.ndarray:
+    """Cleaning ranks whole images: patch grids are judged by their mean-pooled feature."""
+    if not cfg.clean_fraction:
+        return np.arange(len(train))
+    pooled = train.mean(axis=(1, 2)) if train.ndim == 4 else train
+    return knn.clean(pooled, cfg.clean_fraction, cfg.k)
+
+
 def _split_scores(train: np.ndarray, cfg: FitConfig) -> np.ndarray:
-    """Scores of a random 20% of the training set against an index fit on the other 80%."""
+    """Scores of a random 20% of the training images against an index fit on the other 80%."""
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(train))
     n_cal = max(1, len(train) // 5)
     if len(train) - n_cal < 1:
+        if train.ndim == 4:
+            return score(build(train, cfg), train)  # one image: its own patches (optimistic)
         return knn.leave_one_out_scores(train, cfg.k)
     part = build(train[order[n_cal:]], cfg)
-    return part.score(train[order[:n_cal]])
+    return score(part, train[order[:n_cal]])

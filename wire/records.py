@@ -8,9 +8,10 @@ error headers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional, Sequence
 
 from wire import topics as t
@@ -22,6 +23,8 @@ Headers = list[tuple[str, bytes]]
 def _header_map(headers: Optional[Sequence[tuple[str, Optional[bytes]]]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, raw in headers or ():
+        if "\ufffd" in key:  # the client's lenient parser marks a header key that was not UTF-8 this way
+            raise FrameDecodeError("malformed-header", f"header key {_cut(key, 60)!r} is not UTF-8 text")
         if raw is None:
             continue
         try:
@@ -85,8 +88,8 @@ class FrameRecord:
             raise FrameDecodeError(
                 "unsupported-schema", f"schema {schema} is newer than {t.SCHEMA_VERSION}"
             )
-        source = h.get(t.H_SOURCE) or _key_text(key)
-        frame_id = h.get(t.H_FRAME_ID) or fallback_id
+        source = _bounded_id(h.get(t.H_SOURCE) or _key_text(key), "source")
+        frame_id = _bounded_id(h.get(t.H_FRAME_ID) or fallback_id, "frame id")
         if not frame_id:
             raise FrameDecodeError("missing-header", f"no {t.H_FRAME_ID} header and no fallback")
         capture = _float_header(h, t.H_CAPTURE_TIME, fallback_time)
@@ -96,10 +99,32 @@ class FrameRecord:
             sequence=_int_header(h, t.H_SEQUENCE, -1),
             capture_time=capture,
             image=bytes(value),
-            content_type=h.get(t.H_CONTENT_TYPE, ""),
-            origin=h.get(t.H_ORIGIN, ""),
+            content_type=h.get(t.H_CONTENT_TYPE, "")[:100],
+            origin=_cut(h.get(t.H_ORIGIN, ""), t.MAX_ORIGIN_CHARS),
             schema_version=schema,
         )
+
+
+def _size(key: Optional[bytes], value: Optional[bytes], headers: Headers) -> int:
+    """Bytes a message takes on the wire, near enough for a size limit (record overhead included)."""
+    return 128 + len(key or b"") + len(value or b"") + sum(len(k.encode()) + len(v or b"") + 8 for k, v in headers)
+
+
+def _bounded_id(value: str, what: str) -> str:
+    """Ids are used as keys and for de-duplication: one that is too long or holds control characters is refused."""
+    if len(value) > t.MAX_ID_CHARS:
+        raise FrameDecodeError("malformed-header", f"{what} is {len(value)} characters (limit {t.MAX_ID_CHARS})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise FrameDecodeError("malformed-header", f"{what} {_cut(value, 60)!r} holds control characters")
+    return value
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most ``limit`` characters; a cut text ends with a marker that says how long it was."""
+    if len(text) <= limit:
+        return text
+    marker = f"...[{len(text)} chars]"
+    return text[: max(0, limit - len(marker))] + marker
 
 
 def _key_text(key: Optional[bytes]) -> str:
@@ -156,11 +181,21 @@ class ScoreRecord:
     normalized_score: Optional[float] = None
     window_score: Optional[float] = None
     worker: str = ""
-    schema_version: int = t.SCHEMA_VERSION
+    schema_version: int = t.SCORE_SCHEMA_VERSION
+    # "why" (schema 2): where the frame is, so any tool can fetch the image ...
+    frame_topic: str = ""
+    frame_partition: int = -1
+    frame_offset: int = -1
+    # ... and what made the score: patch indexes give the hotspot (x0, y0, x1, y1 in the
+    # frame's own pixels) and a coarse anomaly map (wire.anomaly_map.encode_map);
+    # global indexes give the origins of the nearest normal training frames.
+    hotspot: Optional[list[int]] = None
+    anomaly_map: Optional[dict[str, Any]] = None
+    neighbors: Optional[list[str]] = None
 
     def encode(self) -> tuple[bytes, bytes]:
-        """Return (key, value) for a Kafka message."""
-        return self.source.encode(), json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Return (key, value) for a Kafka message (strict JSON: a non-finite number raises ValueError)."""
+        return self.source.encode(), json.dumps(asdict(self), separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> "ScoreRecord":
@@ -170,6 +205,9 @@ class ScoreRecord:
             raise ScoreDecodeError(f"score record is not JSON: {e}") from e
         if not isinstance(data, dict):
             raise ScoreDecodeError("score record is not a JSON object")
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}  # forward compatible: newer fields are ignored
+        data.setdefault("schema_version", 1)  # version 1 records predate the field's default of 2
         try:
             return cls(**data)
         except TypeError as e:
@@ -192,17 +230,37 @@ class DeadLetter:
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    payload_omitted: bool = False  # read back from a dead letter whose value did not fit (encode decides anew)
 
-    def encode(self) -> tuple[Optional[bytes], Optional[bytes], Headers]:
+    def encode(self, max_bytes: Optional[int] = None) -> tuple[Optional[bytes], Optional[bytes], Headers]:
+        """(key, value, headers) of the dead-letter message.
+
+        With ``max_bytes`` (the producer's limit, less headroom) the message is made
+        to fit: when the original value, key or headers would not, they are left out
+        and the ``fw-error-payload: omitted`` header says so, beside the value's size
+        and sha256. The reason and coordinates are always kept.
+        """
         extra = [
-            (t.H_ERROR_REASON, self.reason.encode()),
-            (t.H_ERROR_DETAIL, self.detail[:1000].encode("utf-8", "replace")),
-            (t.H_ERROR_TOPIC, self.topic.encode()),
+            (t.H_ERROR_REASON, _cut(self.reason, 100).encode("utf-8", "replace")),
+            (t.H_ERROR_DETAIL, _cut(self.detail, t.MAX_DETAIL_CHARS).encode("utf-8", "replace")),
+            (t.H_ERROR_TOPIC, _cut(self.topic, 300).encode("utf-8", "replace")),
             (t.H_ERROR_PARTITION, str(self.partition).encode()),
             (t.H_ERROR_OFFSET, str(self.offset).encode()),
         ]
         kept = [(k, v) for k, v in self.headers if not k.startswith("fw-error-")]
-        return self.key, self.value, kept + extra
+        key, value = self.key, self.value
+        if max_bytes is not None and _size(key, value, kept) > max_bytes:
+            extra += [
+                (t.H_ERROR_PAYLOAD, b"omitted"),
+                (t.H_ERROR_PAYLOAD_SIZE, str(len(value or b"")).encode()),
+                (t.H_ERROR_PAYLOAD_SHA256, hashlib.sha256(value or b"").hexdigest().encode()),
+            ]
+            if _size(None, None, kept) > t.MAX_KEPT_HEADER_BYTES:
+                kept = []
+            if key is not None and len(key) > t.MAX_ID_CHARS * 4:
+                key = None
+            value = None
+        return key, value, kept + extra
 
     @classmethod
     def decode(
@@ -221,6 +279,7 @@ class DeadLetter:
             topic=err.get(t.H_ERROR_TOPIC, ""),
             partition=int(err.get(t.H_ERROR_PARTITION, "-1")),
             offset=int(err.get(t.H_ERROR_OFFSET, "-1")),
+            payload_omitted=err.get(t.H_ERROR_PAYLOAD) == "omitted",
         )
 
     def header(self, name: str) -> Optional[str]:

@@ -47,7 +47,26 @@ class KafkaSettings:
         return f"{self.bootstrap} ({self.security_protocol}{auth})"
 
 
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)([^@]*)(@)")
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:password|passwd|pwd|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, wherever it is.
+
+    Handles ``scheme://user:pass@host``, a password holding raw ``@`` or ``:``
+    (everything up to the *last* ``@`` before the query is credentials), and
+    ``?password=`` (or ``token``, ``secret``...) query parameters.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    query_at = rest.find("?")
+    authority_end = len(rest) if query_at < 0 else query_at
+    at = rest.rfind("@", 0, authority_end)
+    if at >= 0:
+        user, colon, _password = rest[:at].partition(":")
+        rest = (f"{user}:***" if colon else "***") + rest[at:]
+    return (scheme + sep if sep else "") + _SECRET_QUERY.sub(r"\1***", rest)
 
 
 @dataclass(frozen=True)
@@ -62,4 +81,27 @@ class RedisSettings:
         return f"RedisSettings(url={self.redacted()!r}, key_prefix={self.key_prefix!r})"
 
     def redacted(self) -> str:
-        return _URL_PASSWORD.sub(r"\1***\3", self.url)
+        return redact_url(self.url)
+
+    def scrub(self, text: str) -> str:
+        """``text`` (e.g. a client library's error message) with the URL and its secrets redacted."""
+        text = text.replace(self.url, self.redacted())
+        for secret in _url_secrets(self.url):
+            text = text.replace(secret, "***")
+        return text
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password and secret query values in ``url``, raw and percent-decoded (longest first)."""
+    from urllib.parse import unquote
+
+    scheme, _, rest = url.partition("://")
+    query_at = rest.find("?")
+    authority_end = len(rest) if query_at < 0 else query_at
+    found = []
+    at = rest.rfind("@", 0, authority_end)
+    if at >= 0 and ":" in rest[:at]:
+        found.append(rest[:at].partition(":")[2])
+    found += [m.group(0).split("=", 1)[1] for m in _SECRET_QUERY.finditer(rest)]
+    secrets = {v for s in found if s for v in (s, unquote(s)) if len(v) >= 3}
+    return sorted(secrets, key=len, reverse=True)

@@ -31,4 +31,32 @@ class WorkerConfig:
     session_timeout_ms: int = 10000
     heartbeat_interval_ms: int = 3000
     max_poll_interval_ms: int = 300000
-    max_buffered_frames: int = 256
+    max_pending_outputs: int = 1024  # outputs awaiting acknowledgement before consumption is held
+    # Where a consumer group with no committed offsets starts. Live feeds: "latest", so a new group (a
+    # renamed group, a second deployment) scores what cameras see now instead of re-scoring days of
+    # retained frames first (old anomalies, minutes of latency). Once the group has committed, every
+    # restart and rebalance resumes from its commits: nothing is skipped. "earliest" for backfills.
+    start_from: str = "latest"
+    stall_timeout_s: float = 120.0  # watchdog: no progress (or one call) this long -> not ready
+    stall_exit_s: float = 600.0  # watchdog: stalled this long -> the worker gives up (exits non-zero)
+
+    def __post_init__(self) -> None:
+        from wire.errors import FramewatchError
+
+        problems = [
+            f"{name} must be {rule}"
+            for name, ok, rule in (
+                ("max_batch", self.max_batch >= 1, "at least 1"),
+                ("max_wait_s", self.max_wait_s >= 0, "0 or more"),
+                ("window", self.window >= 0, "0 (off) or more"),
+                ("drain_timeout_s", self.drain_timeout_s > 0, "positive"),
+                ("max_pending_outputs", self.max_pending_outputs >= self.max_batch, "at least max_batch"),
+                ("start_from", self.start_from in ("earliest", "latest"), "earliest or latest"),
+                ("stall_timeout_s", self.stall_timeout_s > 0, "positive"),
+                ("stall_exit_s", self.stall_exit_s >= self.stall_timeout_s, "at least stall_timeout_s"),
+                ("metrics_port", 0 <= self.metrics_port < 65536, "a TCP port (0 = any free one)"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise FramewatchError("worker configuration: " + "; ".join(problems))

@@ -11,15 +11,17 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from index_store.preprocess import reduce_on_load
 from wire.errors import FrameDecodeError
 
 ACCEPTED_TYPES = {"image/jpeg", "image/jpg", "image/png", ""}
-FORMATS = {"JPEG", "PNG"}
+FORMATS = {"JPEG", "PNG", "MPO"}  # MPO: a JPEG with an MPF preview (phones, stereo cameras): its first image
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,14 @@ class DecodeLimits:
     max_pixels: int = 40_000_000  # ~ 8K x 5K
 
 
-def decode_image(data: bytes, content_type: str = "", limits: DecodeLimits = DecodeLimits()) -> Image.Image:
-    """Decode a JPEG or PNG frame into an RGB image, or raise FrameDecodeError(reason, message)."""
+def decode_image(
+    data: bytes, content_type: str = "", limits: DecodeLimits = DecodeLimits(), resize: int = 0
+) -> Image.Image:
+    """Decode a JPEG or PNG frame into an RGB image, or raise FrameDecodeError(reason, message).
+
+    With ``resize`` > 0 a JPEG is decoded at the smallest DCT scale not below it
+    (index_store.preprocess.reduce_on_load, the path index fitting uses too).
+    """
     if not data:
         raise FrameDecodeError("empty-value", "frame has no bytes")
     if len(data) > limits.max_bytes:
@@ -57,13 +65,56 @@ def decode_image(data: bytes, content_type: str = "", limits: DecodeLimits = Dec
     if min(width, height) < limits.min_side:
         raise FrameDecodeError("image-too-small", f"{width}x{height} is below {limits.min_side} pixels a side")
     try:
+        image.info["full_size"] = (width, height)  # the size as sent, whatever scale it is decoded at
+        reduce_on_load(image, resize)
         image.load()
     except OSError as e:
         reason = "truncated" if "truncated" in str(e).lower() else "undecodable"
         raise FrameDecodeError(reason, f"image data is damaged: {e}") from e
     except (ValueError, SyntaxError, struct.error, EOFError, Image.DecompressionBombError) as e:
         raise FrameDecodeError("undecodable", f"image data is damaged: {e}") from e
+    if image.format == "PNG" and not png_stream_complete(data, width, height, image.mode, image.info):
+        raise FrameDecodeError("truncated", "PNG image data ends before the last row (the zlib stream is short)")
     return to_rgb(image)
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_stream_complete(data: bytes, width: int, height: int, mode: str, info: dict) -> bool:  # type: ignore[type-arg]
+    """True when the PNG's IDAT stream holds every row. PIL leaves missing rows black without a word
+    when the zlib stream ends cleanly but early, which would score as a giant anomaly."""
+    pos, idat, header = 8, [], b""
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if len(header) < 13:
+        return False
+    depth, colour, interlace = header[8], header[9], header[12]
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+    row = lambda w: 1 + (w * bits + 7) // 8 if w else 0  # noqa: E731 - filter byte + packed samples
+    if interlace:
+        expected = sum(row((width - x0 + dx - 1) // dx) * ((height - y0 + dy - 1) // dy)
+                       for x0, y0, dx, dy in _ADAM7 if width > x0 and height > y0)  # fmt: skip
+    else:
+        expected = row(width) * height
+    inflater = zlib.decompressobj()
+    got = 0
+    try:
+        for chunk in idat:  # the pixel-count guard has already bounded what this inflates
+            got += len(inflater.decompress(chunk))
+    except zlib.error as e:
+        raise FrameDecodeError("undecodable", f"PNG image data is damaged: {e}") from e
+    return got >= expected
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -5,7 +5,12 @@ active pointers every ``poll_s`` as a fallback); a new version is loaded off
 the scoring thread and swapped in between batches. A version whose embedder
 spec or dimension differs from the worker's is refused (once: versions are
 immutable, so it is not reloaded until the pointer moves) and the old one stays.
-With Redis down the worker keeps the indexes it holds and retries with backoff.
+So is a version whose data is malformed (see index_store/validation.py), or whose
+adapted (fine-tuned) weights fail their sha256, and an
+active pointer that cannot be read. With Redis down the worker keeps the indexes
+it holds and retries with backoff. The watcher thread survives every exception:
+each one is logged, counted (``framewatch_index_reloads_total{result="error"}``)
+and shown on /readyz until the next refresh succeeds.
 """
 
 from __future__ import annotations
@@ -51,13 +56,16 @@ class IndexSet:
         self.metrics = metrics
         self.poll_s = poll_s
         self.spec: Optional[EmbedderSpec] = None  # fixed by the first index loaded
+        self.adapted: Optional[bytes] = None  # that index's adapted weights (safetensors), if fine-tuned
         self._current: dict[str, LoadedIndex] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._wake = threading.Event()
-        self._refused: dict[str, tuple[int, str]] = {}  # name -> (version, why): not loaded again
+        self._refused: dict[str, tuple[Optional[int], str]] = {}  # name -> (version, why): not loaded again
         self.redis_error: Optional[str] = None  # set while Redis is unreachable
+        self.watch_error: Optional[str] = None  # set while the watcher fails for another reason
+        metrics.known_indexes(names)
 
     # -- read side (scoring loop) ---------------------------------------------------
     def snapshot(self) -> dict[str, LoadedIndex]:
@@ -69,17 +77,21 @@ class IndexSet:
     def problems(self) -> list[str]:
         """What an operator should know: refused versions still active in Redis, Redis unreachable."""
         found = [why for _, why in self._refused.values()]
-        return found + ([self.redis_error] if self.redis_error else [])
+        return found + [e for e in (self.redis_error, self.watch_error) if e]
 
     # -- loading -----------------------------------------------------------------
     def refresh(self, repo: IndexRepository) -> None:
         """Load every name whose active version differs from the one held."""
         for name in self.names:
-            active = repo.active_version(name)
+            try:
+                active = repo.active_version(name)
+            except (CorruptIndex, SpecMismatch) as e:
+                self._refuse(name, None, str(e))
+                continue
             held = self._current.get(name)
             if active is None or (held is not None and held.meta.version == active and self._same(repo, held)):
                 continue
-            if self._refused.get(name, (None, ""))[0] == active:
+            if name in self._refused and self._refused[name][0] == active:
                 continue  # versions are immutable: refused once, refused for good
             self._load(repo, name, active)
 
@@ -94,12 +106,9 @@ class IndexSet:
     def _load(self, repo: IndexRepository, name: str, version: int) -> None:
         try:
             meta, index = repo.load(name, version)
-            self._check(meta)
+            self._check(meta, repo.load_adapted(meta))
         except (SpecMismatch, CorruptIndex, UnknownIndex) as e:
-            self.metrics.index_reloads.labels(name, "refused").inc()
-            why = f"index {name} version {version} refused: {e}"
-            self._refused[name] = (version, why)
-            log.error("%s; still serving %s", why, self._held_label(name))
+            self._refuse(name, version, f"index {name} version {version} refused: {e}")
             return
         with self._lock:
             current = dict(self._current)
@@ -110,16 +119,23 @@ class IndexSet:
         self.metrics.index_version.labels(name).set(version)
         log.info("serving index %s version %d (%s, %d vectors)", name, version, meta.kind, meta.n_vectors)
 
+    def _refuse(self, name: str, version: Optional[int], why: str) -> None:
+        if self._refused.get(name) == (version, why):
+            return  # already reported
+        self.metrics.index_reloads.labels(name, "refused").inc()
+        self._refused[name] = (version, why)
+        log.error("%s; still serving %s", why, self._held_label(name))
+
     def _held_label(self, name: str) -> str:
         held = self._current.get(name)
         return held.label if held else "nothing"
 
-    def _check(self, meta: IndexMeta) -> None:
+    def _check(self, meta: IndexMeta, adapted: Optional[bytes] = None) -> None:
         spec = meta.embedder_spec
         if meta.dim != spec.dim:
             raise SpecMismatch(f"index dimension {meta.dim} != {spec.dim} of its backbone {spec.backbone}")
         if self.spec is None:
-            self.spec = spec
+            self.spec, self.adapted = spec, adapted
             return
         if spec.fingerprint() != self.spec.fingerprint():
             raise SpecMismatch(
@@ -150,19 +166,32 @@ class IndexSet:
                 self.refresh(repo)
                 if self.redis_error:
                     log.info("redis reachable again")
-                self.redis_error = None
+                self.redis_error = self.watch_error = None
                 backoff = 0.5
                 while not self._stop.is_set():
                     msg = pubsub.get_message(timeout=self.poll_s)
                     event = parse_event(msg["data"]) if msg else None
                     if event is None or event[0] in self.names:
                         self.refresh(repo)  # on our event, or as the periodic check
+                        self.watch_error = None
+            except redis.AuthenticationError as e:  # a ConnectionError subclass: first
+                self.redis_error = f"redis refused the credentials: {e}"
+                log.error("%s; serving held indexes, retrying in %.1fs", self.redis_error, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                 self.metrics.reconnects.labels("redis").inc()
                 self.redis_error = f"redis unreachable: {e}"
                 log.warning("%s; serving held indexes, retrying in %.1fs", self.redis_error, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
+            except Exception as e:  # noqa: BLE001 - the watcher must outlive anything Redis holds
+                for name in self.names:
+                    self.metrics.index_reloads.labels(name, "error").inc()
+                self.watch_error = f"index watcher error: {type(e).__name__}: {e}"
+                log.exception("%s; serving held indexes, retrying in %.1fs", self.watch_error, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
             finally:
                 if pubsub is not None:
                     try:

@@ -1,46 +1,72 @@
 """The worker's lifecycle: start -> loop until the stop event -> drain -> close.
 
-Data path per message: FrameRecord.decode -> decode_image -> Batcher ->
-Scorer (embed + kNN) -> score records to the score topic; any failure on the
-way -> a dead letter. Offsets are committed only after every output of the
-messages before them is acknowledged, so each consumed frame ends as a score
-record or a dead letter, at least once.
+Data path per message, in overlapping stages (worker/stages.py):
+FrameRecord.decode -> the decode pool (extractor.prepare: JPEG at reduced DCT
+scale, preprocessed) -> Batcher -> the embed stage's thread (Scorer: embed +
+kNN) -> the outbox (score topic); any failure on the way -> a dead letter
+through the same outbox. While the embed stage is full the loop does not poll. The loop never waits for the broker's
+acknowledgements: the outbox reports them as they come, the offset tracker
+closes those frames, and the loop commits, per partition, the offset below
+which every frame's output is acknowledged. So each consumed frame ends as a
+score record or a dead letter, at least once.
+
+The parts, each in its own module: ``OffsetTracker`` (what may be committed),
+``Outbox`` (delivery and retries), ``Rebalance`` (revocations, acted on here,
+outside the client's callbacks), ``Watchdog`` (stalls), ``IndexSet`` (hot swap),
+``Scorer`` (the model), ``HealthServer`` (/healthz, /readyz, /metrics; up
+before anything else, whatever Kafka and Redis are doing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import struct
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import redis
 from kafka import TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CorruptRecordError, InvalidRecordError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from index_store.embedder import Embedder
 from index_store.errors import IndexStoreError
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
-from wire.errors import FrameDecodeError
+from wire.errors import FrameDecodeError, FramewatchError
 from wire.records import DeadLetter, FrameRecord
 from worker import kafka_io
 from worker.batcher import Batcher
 from worker.config import WorkerConfig
-from worker.decode import decode_image
+from worker.delivery import Delivery
+from worker.extract import Extractor, as_extractor
 from worker.health import HealthServer
+from worker.heartbeat import Heartbeat
 from worker.indexes import IndexSet
-from worker.kafka_io import DeliveryFailed
 from worker.metrics import WorkerMetrics
+from worker.offsets import OffsetTracker
+from worker.outbox import Outbox
+from worker.poison import Unparseable, skip_unparseable
 from worker.routing import Routing
 from worker.scoring import PendingFrame, Scorer
+from worker.stages import DecodePool, EmbedStage, Outcome, StageMetrics, score_batch
+from worker.watchdog import Stall, Watchdog, WatchdogThread
 
 log = logging.getLogger(__name__)
 
 EmbedderFactory = Callable[[EmbedderSpec], Any]
+EXIT_STALLED = 70  # run() returns this when the watchdog gave up
+COMMIT_EVERY_S = 1.0
+# What poll() raises for a record it cannot parse (connection errors are KafkaErrors too, and are not these).
+UNPARSEABLE = (CorruptRecordError, InvalidRecordError, UnicodeError, ValueError, IndexError, struct.error)
+LAG_EVERY_S = 5.0
+EMBED_QUEUE_BATCHES = 2  # batches waiting for the embed stage before the loop stops polling
+BUSY_POLL_S = 0.02  # poll timeout while batches are in the embed stage, so their outcomes go out promptly
+HEARTBEAT_EVERY_S = 5.0  # the Redis health key (framewatch status) is written this often, from its own thread
 
 
 class Worker:
@@ -50,32 +76,56 @@ class Worker:
         registry: Optional[CollectorRegistry] = None,
         embedder_factory: Optional[EmbedderFactory] = None,
         clock: Callable[[], float] = time.monotonic,
+        prepare: Callable[[], None] = lambda: None,
+        on_give_up: Callable[[Stall], None] = lambda stall: None,
     ) -> None:
+        """``prepare`` runs before each connection attempt (the CLI creates the topics there);
+        ``on_give_up`` is called, besides stopping the loop, when the watchdog gives up."""
         self.cfg = cfg
         self.worker_id = cfg.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
         self.routing = Routing.parse(cfg.index, list(cfg.routes))
         self.clock = clock
+        self.prepare, self.on_give_up = prepare, on_give_up
         self.embedder_factory = embedder_factory or (
-            lambda spec: Embedder(spec, device=cfg.device, precision=cfg.precision, batch_size=cfg.max_batch)
+            lambda spec: Embedder(
+                spec, cfg.device, cfg.precision, batch_size=cfg.max_batch, adapted=self.indexes.adapted
+            )
         )
         self.indexes = IndexSet(self._repository, self.routing.names(), self.metrics, cfg.index_poll_s)
         self.batcher: Batcher[PendingFrame] = Batcher(cfg.max_batch, cfg.max_wait_s, clock)
+        self.rebalance = kafka_io.Rebalance()
+        self.outbox = Outbox(lambda: kafka_io.make_producer(cfg), clock)
+        self.tracker = OffsetTracker()
+        self.delivery = Delivery(cfg, self.outbox, self.tracker, self.metrics, clock)
+        self.watchdog = Watchdog(cfg.stall_timeout_s, clock)
+        self.watchdog_thread = WatchdogThread(self.watchdog, cfg.stall_exit_s, self._tripped, self._give_up)
         self.scorer: Optional[Scorer] = None
+        self.extractor: Optional[Extractor] = None
+        self.stage_metrics = StageMetrics(self.registry)
+        self.pool = DecodePool(busy=self.stage_metrics.busy.labels("decode"))
+        self.stage: Optional[EmbedStage] = None  # started with the worker
         self.consumer: Any = None
-        self.outbox: Optional[kafka_io.Outbox] = None
         self.health: Optional[HealthServer] = None
-        self._handled: dict[TopicPartition, int] = {}  # next offset to commit, per partition
-        self._paused: Optional[str] = None  # why consumption is paused, if it is
-        self._undelivered: Optional[str] = None  # set while outputs wait for the broker's acknowledgement
-        self._retry_delivery_at = 0.0
+        self.hold: Optional[str] = None  # why consumption is held, while it is
         self._embedder_error: Optional[str] = None
-        self._closing = False
-        self._beat = clock()
-        self._stop = threading.Event()
-        self._last_lag = 0.0
         self._embedder_retry_at = 0.0
+        self._connect_at, self._connect_backoff = 0.0, 0.5
+        self._last_lag = 0.0
+        self._gave_up: Optional[Stall] = None
+        self._lags: dict[TopicPartition, int] = {}
+        self._stop = threading.Event()
+        self.metrics.computed(
+            ready=lambda: self._ready()[0],
+            stalled=lambda: self.watchdog_thread.current is not None,
+            paused=lambda: self.hold is not None,
+            pending=self.outbox.pending,
+        )
+        self.stage_metrics.depths(
+            decode=self.pool.depth, batch=lambda: len(self.batcher), deliver=self.outbox.pending,
+            embed=lambda: self.stage.waiting() if self.stage else 0,
+        )  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------
     def _repository(self) -> IndexRepository:
@@ -86,312 +136,341 @@ class Worker:
         return IndexRepository(client, self.cfg.redis.key_prefix)
 
     def start(self) -> None:
-        self.health = HealthServer(
-            self.registry, self._alive, self._ready, self.cfg.metrics_host, self.cfg.metrics_port
-        ).start()
+        """Health first (so probes answer from the first second), then the index watcher and the watchdog."""
+        try:
+            self.health = HealthServer(
+                self.registry, self._alive, self._ready, self.cfg.metrics_host, self.cfg.metrics_port
+            ).start()
+        except OSError as e:
+            raise FramewatchError(
+                f"cannot serve metrics on {self.cfg.metrics_host}:{self.cfg.metrics_port}: {e.strerror or e} "
+                "(is another worker using that port? pass --metrics-port)"
+            ) from e
         log.info("worker %s metrics on http://%s:%d/metrics", self.worker_id, self.cfg.metrics_host, self.health.port)
         self.indexes.start()
-        self._connect_kafka()
-
-    def _connect_kafka(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                self.outbox = kafka_io.Outbox(kafka_io.make_producer(self.cfg))
-                self.consumer = kafka_io.make_consumer(
-                    self.cfg, kafka_io.Rebalance(self._on_revoked, self._on_assigned)
-                )
-                log.info("connected to kafka %s, group %s", self.cfg.kafka.redacted(), self.cfg.group_id)
-                return
-            except (KafkaError, OSError) as e:
-                self.metrics.reconnects.labels("kafka").inc()
-                log.warning("kafka %s unreachable (%s); retrying in %.1fs", self.cfg.kafka.redacted(), e, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+        self.stage = EmbedStage(self._embed_batch, EMBED_QUEUE_BATCHES)
+        self.watchdog_thread.start()
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
 
     def run(self, stop: Optional[threading.Event] = None) -> int:
-        """Run until ``stop`` is set; returns the process exit code."""
+        """Run until ``stop`` is set; returns the process exit code (0, or EXIT_STALLED)."""
         if stop is not None:
             self._stop = stop
-        self.start()
         try:
+            self.start()
             while not self._stop.is_set():
                 try:
                     self.step()
-                except (KafkaError, OSError) as e:  # e.g. the group coordinator lost mid-poll: wait, go on
+                except (KafkaError, OSError) as e:  # e.g. the coordinator lost mid-poll: wait, go on
                     self.metrics.reconnects.labels("kafka").inc()
                     log.warning("kafka: %s; retrying in 1s", e)
                     self._stop.wait(1.0)
-            self.drain()
-            return 0
-        except DeliveryFailed as e:
-            log.error("stopping without committing: %s", e)
-            return 1
+            if self._gave_up is None:
+                self.drain()
+            return EXIT_STALLED if self._gave_up is not None else 0
         finally:
             self.close()
 
     def close(self) -> None:
-        """Leave the group and stop; drain() has committed (or given up), so the revoke callback does nothing."""
-        self._closing = True
+        """Leave the group and stop; drain() has committed what it could."""
+        self.watchdog_thread.stop()
         self.indexes.stop()
-        for name, part in (("consumer", self.consumer), ("producer", self.outbox and self.outbox.producer)):
-            if part is None:
-                continue
+        if self.consumer is not None:
             try:
-                part.close(**({"autocommit": False} if name == "consumer" else {"timeout": 5}))
+                self.consumer.close(autocommit=False, timeout_ms=5000)
             except Exception as e:  # noqa: BLE001 - a broker gone at shutdown must not change the exit code
-                log.warning("closing the kafka %s: %s", name, e)
+                log.warning("closing the kafka consumer: %s", e)
+        if self.stage is not None:
+            self.stage.stop()
+        self.pool.close()
+        self.outbox.close()
         if self.health is not None:
             self.health.stop()
 
     def drain(self) -> None:
-        """Score what is buffered, confirm, commit, within the drain limit."""
-        deadline = self.clock() + self.cfg.drain_timeout_s
+        """Score what is buffered, deliver, commit: within the drain limit, whatever the broker does."""
         if self.consumer is None:
             return
-        if len(self.batcher) and self._ensure_scorer():
+        deadline = self.clock() + self.cfg.drain_timeout_s
+        assert self.stage is not None
+        if len(self.batcher) and self.scorer is not None and self.indexes.ready():
             while len(self.batcher):
-                self._score_batch(self.batcher.take())
-        self._confirm_and_commit(deadline)
-        log.info("drained; offsets committed")
+                if not self.stage.submit(self.batcher.take(), timeout_s=max(0.01, deadline - self.clock())):
+                    break  # not scored: not committed, scored by whoever reads these partitions next
+        while self.stage.in_flight() and self.clock() < deadline:
+            self.delivery.send_outcomes(self.stage.take(wait_s=0.1))
+        self.delivery.send_outcomes(self.stage.take())
+        self.delivery.drain(deadline)
+        self.delivery.commit(self.consumer)
+        left = self.outbox.pending()
+        log.info("drained; offsets committed" + (f" ({left} outputs unacknowledged: not committed)" if left else ""))
 
     # -- the loop -----------------------------------------------------------------
     def step(self) -> None:
-        self._beat = self.clock()
         if self.consumer is None:
-            self._connect_kafka()
+            self._connect()
             return
-        hold = self._hold_reason()
-        if hold:
-            self._hold(hold)
-            return
-        self._resume()
-        room = self.cfg.max_batch - len(self.batcher)
-        wait_ms = int(max(0.0, self.batcher.time_left()) * 1000) if len(self.batcher) else 500
-        records = self.consumer.poll(timeout_ms=max(wait_ms, 1), max_records=max(room, 1))
-        for messages in records.values():
-            for msg in messages:
-                self._accept(msg)
-        if self.batcher.ready():
-            self._score_batch(self.batcher.take())
-        if self.outbox is not None and (self.outbox.pending() or self._handled):
-            if not len(self.batcher) or self.batcher.ready():
-                self._deliver()
-        self._update_lag()
-
-    def _hold_reason(self) -> Optional[str]:
-        """Why consumption must wait: no index (or embedder) yet, or outputs the broker has not acknowledged."""
-        if not self.indexes.ready() or not self._ensure_scorer():
-            return f"no index {self.routing.names()} loaded yet"
-        if self._undelivered and self.clock() >= self._retry_delivery_at:
+        with self.watchdog.calling("deliver"), self._busy("deliver"):
             self._deliver()
-        return self._undelivered
-
-    def _hold(self, reason: str) -> None:
-        """Poll with every partition paused: the worker stays in its group and takes in nothing new."""
-        self._pause(reason)
-        for tp, messages in self.consumer.poll(timeout_ms=200).items():  # none expected; any that slip through
-            self.consumer.seek(tp, messages[0].offset)  # are read again later
-
-    def _deliver(self) -> None:
-        """Confirm outputs, then commit. If the broker does not acknowledge them: keep them, hold, retry; no exit."""
-        try:
-            self._confirm_and_commit(self.clock() + self.cfg.drain_timeout_s)
-        except DeliveryFailed as e:
-            if not self._undelivered:
-                log.error("%s; holding consumption and retrying with a new producer", e)
-            self._undelivered = str(e)
-            self._retry_delivery_at = self.clock() + 5.0
-            try:  # a producer can be stuck for good (e.g. the broker lost its idempotence state)
-                self.outbox.renew(kafka_io.make_producer(self.cfg))  # type: ignore[union-attr]
-            except (KafkaError, OSError) as e2:
-                log.warning("no new producer yet: %s", e2)
+        self._set_hold(self._hold_reason())
+        assert self.stage is not None
+        if self.batcher.ready() and self.stage.full():  # backpressure: the partitions wait for the embed stage
+            with self._busy("deliver"):
+                self.delivery.send_outcomes(self.stage.take(wait_s=BUSY_POLL_S))
             return
-        if self._undelivered:
-            log.info("outputs acknowledged again")
-        self._undelivered = None
+        with self.watchdog.calling("poll"), self._busy("consume"):
+            records = self._poll()
+            rewound = self._apply_rebalance()
+            if rewound:  # read again from the committed offset
+                records = [m for m in records if TopicPartition(m.topic, m.partition) not in rewound]
+            if self.hold is not None:
+                self._put_back(records)
+                return
+            for msg in records:
+                self._accept(msg)
+        if self.batcher.ready() and not self.stage.full():  # else it waits in the batcher (see above)
+            self.stage.submit(self.batcher.take())
+        with self.watchdog.calling("lag"):
+            self._update_lag()
+
+    def _connect(self) -> None:
+        if self.clock() < self._connect_at:
+            self._stop.wait(min(0.2, self._connect_at - self.clock()))
+            return
+        try:
+            with self.watchdog.calling("connect"):
+                self.prepare()
+                self.consumer = kafka_io.make_consumer(self.cfg, self.rebalance)
+            log.info("connected to kafka %s, group %s", self.cfg.kafka.redacted(), self.cfg.group_id)
+            self._connect_backoff = 0.5
+        except (FramewatchError, KafkaError, OSError) as e:
+            self.metrics.reconnects.labels("kafka").inc()
+            log.warning("kafka %s unreachable (%s); retrying in %.1fs", self.cfg.kafka.redacted(), e,
+                        self._connect_backoff)  # fmt: skip
+            self._connect_at = self.clock() + self._connect_backoff
+            self._connect_backoff = min(self._connect_backoff * 2, 10.0)
+
+    def _poll(self) -> list[Any]:
+        room = max(1, self.cfg.max_batch - len(self.batcher))
+        wait_s = self.batcher.time_left() if len(self.batcher) else 0.5
+        if self.stage is not None and self.stage.in_flight():
+            wait_s = min(wait_s, BUSY_POLL_S)
+        try:
+            batches = self.consumer.poll(timeout_ms=max(1, int(wait_s * 1000)), max_records=room)
+        except UNPARSEABLE as e:
+            bad = skip_unparseable(self.consumer, e)
+            if bad is None:
+                raise
+            self._unparseable(bad)
+            return []
+        return [msg for messages in batches.values() for msg in messages]
+
+    def _put_back(self, records: list[Any]) -> None:
+        """Records that arrived while held (a partition assigned during the poll): read them again later."""
+        first: dict[TopicPartition, int] = {}
+        for msg in records:
+            first.setdefault(TopicPartition(msg.topic, msg.partition), msg.offset)
+        for tp, offset in first.items():
+            self.consumer.seek(tp, offset)
 
     def _accept(self, msg: Any) -> None:
-        self.metrics.consumed.inc()
         tp = TopicPartition(msg.topic, msg.partition)
+        self.metrics.consumed.inc()
+        self.tracker.opened(tp, msg.offset)
+        self.watchdog.consumed(tp)
         try:
             record = FrameRecord.decode(
                 msg.key, msg.value, msg.headers,
                 fallback_id=f"{msg.topic}/{msg.partition}/{msg.offset}",
                 fallback_time=(msg.timestamp or 0) / 1000.0,
             )  # fmt: skip
-            with self.metrics.stage_seconds.labels("decode").time():
-                image = decode_image(record.image, record.content_type, self.cfg.limits)
         except Exception as e:  # noqa: BLE001 - a poison message must become a dead letter, never a crash loop
             reason, detail = (e.reason, e.message) if isinstance(e, FrameDecodeError) else (
                 "undecodable", f"{type(e).__name__}: {e}")  # fmt: skip
-            self._dead_letter(
-                DeadLetter(msg.key, msg.value, list(msg.headers or []), reason, detail,
-                           msg.topic, msg.partition, msg.offset)
-            )  # fmt: skip
-            self._handled[tp] = msg.offset + 1
+            letter = DeadLetter(msg.key, msg.value, list(msg.headers or []), reason, detail,
+                                msg.topic, msg.partition, msg.offset)  # fmt: skip
+            self.delivery.dead_letter(letter, (tp, msg.offset))
             return
-        self.batcher.add(PendingFrame(record, image, msg.topic, msg.partition, msg.offset))
-        self._handled[tp] = msg.offset + 1
+        assert self.extractor is not None  # consumption is held until the scorer is built
+        prepared = self.pool.submit(self.extractor.prepare, record)
+        self.batcher.add(PendingFrame(record, prepared, msg.topic, msg.partition, msg.offset, msg.key,
+                                      list(msg.headers or [])))  # fmt: skip
 
-    def _dead_letter(self, letter: DeadLetter) -> None:
-        assert self.outbox is not None
-        key, value, headers = letter.encode()
-        self.outbox.send(self.cfg.topics.dead_letters, key, value, headers)
-        self.metrics.dead_letters.labels(letter.reason).inc()
-        log.warning(
-            "dead letter %s/%d/%d: %s (%s)", letter.topic, letter.partition, letter.offset, letter.reason, letter.detail
-        )
+    def _unparseable(self, bad: Unparseable) -> None:
+        tp = TopicPartition(bad.topic, bad.partition)
+        self.tracker.opened(tp, bad.offset)
+        letter = DeadLetter(None, None, [], "unparseable-record", bad.error, bad.topic, bad.partition, bad.offset)
+        self.delivery.dead_letter(letter, (tp, bad.offset))
 
     def _ensure_scorer(self) -> bool:
         if self.scorer is not None:
             return True
         spec = self.indexes.spec
-        if spec is None:
-            return False
-        if self.clock() < self._embedder_retry_at:
+        if spec is None or self.clock() < self._embedder_retry_at:
             return False
         log.info("building embedder %s", spec.label())
         try:
-            embedder = self.embedder_factory(spec)
+            with self.watchdog.calling("build-embedder"):
+                embedder = self.embedder_factory(spec)
         except IndexStoreError as e:  # e.g. the index's weights are not on this machine
             self._embedder_error = f"cannot build embedder {spec.label()}: {e}"
             log.error("%s; retrying in 30s", self._embedder_error)
             self._embedder_retry_at = self.clock() + 30.0
             return False
-        self.scorer = Scorer(embedder, self.routing, self.worker_id, self.cfg.window)
+        self.extractor = as_extractor(embedder, self.cfg.limits)
+        self.scorer = Scorer(self.extractor, self.routing, self.worker_id, self.cfg.window)
         self._embedder_error = None
         return True
 
-    def _score_batch(self, batch: list[PendingFrame]) -> None:
-        assert self.scorer is not None and self.outbox is not None
-        indexes = self.indexes.snapshot()
+    def _embed_batch(self, batch: list[PendingFrame]) -> list[Outcome]:
+        """Runs on the embed stage's thread: decodes awaited, embedded, scored against the current indexes."""
+        assert self.scorer is not None
         self.metrics.batch_size.observe(len(batch))
-        try:
-            with self.metrics.stage_seconds.labels("score").time():
-                records = self.scorer.score(batch, indexes)
-        except Exception as e:  # noqa: BLE001 - one bad frame must not take the batch down
-            if len(batch) == 1:
-                self._dead_letter_frame(batch[0], "scoring-error", f"{type(e).__name__}: {e}")
-                return
-            log.warning("batch of %d failed (%s); scoring frames one by one", len(batch), e)
-            for frame in batch:
-                self._score_batch([frame])
-            return
-        for rec in records:
-            key, value = rec.encode()
-            self.outbox.send(self.cfg.topics.scores, key, value)
-            self.metrics.scored.labels(rec.index_name).inc()
-            self.metrics.latency.observe(rec.latency_s)
-            if rec.normalized_score is not None:
-                self.metrics.score.observe(rec.normalized_score)
-            if rec.is_anomaly:
-                self.metrics.anomalies.labels(rec.source).inc()
+        with self.watchdog.calling("score"), self.metrics.stage_seconds.labels("score").time():
+            return score_batch(self.scorer, batch, self.indexes.snapshot(), self.stage_metrics.busy.labels("embed"))
 
-    def _dead_letter_frame(self, frame: PendingFrame, reason: str, detail: str) -> None:
-        key, value, headers = frame.record.encode()  # the original message, rebuilt from its record
-        self._dead_letter(DeadLetter(key, value, headers, reason, detail, frame.topic, frame.partition, frame.offset))
+    # -- delivery, offsets, rebalance -------------------------------------------------
+    def _deliver(self) -> None:
+        """Send what the embed stage finished; take in acknowledgements; commit, at most every COMMIT_EVERY_S."""
+        if self.stage is not None:
+            self.delivery.send_outcomes(self.stage.take())
+        self.delivery.collect()
+        if self.clock() - self.delivery.last_commit >= COMMIT_EVERY_S:
+            self.delivery.commit(self.consumer)
 
-    # -- delivery and offsets ----------------------------------------------------------
-    def _commit_positions(self) -> dict[TopicPartition, int]:
-        """Per partition: the oldest frame still buffered, else the next offset after the last handled."""
-        positions = dict(self._handled)
-        for frame in self.batcher.items:
-            tp = TopicPartition(frame.topic, frame.partition)
-            positions[tp] = min(positions.get(tp, frame.offset), frame.offset)
-        return positions
+    def _apply_rebalance(self) -> set[TopicPartition]:
+        """Act on what the client's listener recorded during poll(): never inside the callback itself.
+        Returns the partitions assigned (each rewound to its committed offset)."""
+        revoked, assigned = self.rebalance.take()
+        if revoked:
+            dropped = self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in revoked)
+            self.tracker.forget(revoked)
+            self._lags = {tp: n for tp, n in self._lags.items() if tp not in revoked}
+            self.watchdog.revoked(list(revoked))
+            for tp in revoked:
+                try:
+                    self.metrics.lag.remove(tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
+            log.info("partitions revoked: %s (%d buffered frames left to their next owner)",
+                     sorted(tp.partition for tp in revoked), len(dropped))  # fmt: skip
+        if assigned:
+            self._rewind(assigned)
+            self.watchdog.assigned(list(assigned))
+            log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+            if self.hold is not None:
+                self.consumer.pause(*assigned)
+        return assigned
 
-    def _confirm_and_commit(self, deadline: float) -> None:
-        assert self.outbox is not None
-        backoff = 0.5
-        while True:
+    def _rewind(self, assigned: set[TopicPartition]) -> None:
+        """Start each assigned partition at its committed offset, as a new owner would.
+
+        kafka-python 3 keeps the position of a partition held before and after a
+        rebalance, but the worker forgot that partition's open frames when it was
+        revoked (and dropped those still buffered): without this, they would be
+        skipped and the next commit would pass them.
+        """
+        self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in assigned)
+        self.tracker.forget(assigned)
+        for tp in assigned:
             try:
-                with self.metrics.stage_seconds.labels("publish").time():
-                    self.outbox.confirm(timeout_s=max(1.0, deadline - self.clock()))
-                break
+                committed = self.consumer.committed(tp)
             except KafkaError as e:
-                self.metrics.reconnects.labels("kafka").inc()
-                if self.clock() + backoff > deadline:
-                    raise DeliveryFailed(f"outputs not acknowledged: {e}") from e
-                log.warning("outputs not acknowledged (%s); resending in %.1fs", e, backoff)
-                time.sleep(backoff)
-                self.outbox.resend()
-                backoff = min(backoff * 2, 10.0)
-        positions = self._commit_positions()
-        try:
-            with self.metrics.stage_seconds.labels("commit").time():
-                kafka_io.commit(self.consumer, positions)
-        except (CommitFailedError, KafkaError) as e:
-            log.warning("commit failed (%s): retried with the next one; a rebalance may score these frames again", e)
-            return
-        buffered = {TopicPartition(f.topic, f.partition) for f in self.batcher.items}
-        self._handled = {tp: off for tp, off in self._handled.items() if tp in buffered}
+                log.warning("committed offset of %s/%d unknown (%s): asked again", tp.topic, tp.partition, e)
+                self.rebalance.on_partitions_assigned([tp])
+                continue
+            if committed is not None:
+                self.consumer.seek(tp, committed)
+            elif self.cfg.start_from == "earliest":
+                self.consumer.seek_to_beginning(tp)
 
-    # -- rebalance, pause, readiness -------------------------------------------------------
-    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Finish the in-flight frames and commit before the partitions move."""
-        if self.consumer is None or self.outbox is None or self._closing:
-            return
-        if len(self.batcher) and self.scorer is not None and self.indexes.ready():
-            while len(self.batcher):
-                self._score_batch(self.batcher.take())
-        else:  # cannot score them now: commit no further than the oldest dropped frame
-            for f in self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in revoked):
-                tp = TopicPartition(f.topic, f.partition)
-                self._handled[tp] = min(self._handled.get(tp, f.offset), f.offset)
-        try:
-            self._confirm_and_commit(self.clock() + self.cfg.drain_timeout_s)
-        except DeliveryFailed as e:
-            log.warning("revoked partitions left uncommitted: %s", e)
-        for tp in revoked:
-            self._handled.pop(tp, None)
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+    # -- holding, lag, health ---------------------------------------------------------
+    def _hold_reason(self) -> Optional[str]:
+        """Why consumption must wait: no index (or embedder) yet, outputs unacknowledged, or too many pending."""
+        if not self.indexes.ready() or not self._ensure_scorer():
+            missing = [n for n in self.routing.names() if n not in self.indexes.snapshot()]
+            return self._embedder_error or f"waiting for index {', '.join(missing) or 'embedder'} to load"
+        failing = self.outbox.failing()
+        if failing:
+            return failing
+        if self.outbox.pending() >= self.cfg.max_pending_outputs:
+            return f"{self.outbox.pending()} outputs await acknowledgement"
+        return None
 
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
-        if self._paused and assigned:
-            self.consumer.pause(*assigned)
-
-    def _pause(self, reason: str) -> None:
-        if self._paused != reason:
-            log.warning("%s: pausing consumption", reason)
-            self._paused = reason
-            self.metrics.paused.set(1)
+    def _set_hold(self, reason: Optional[str]) -> None:
         assignment = self.consumer.assignment()
-        if assignment:
-            self.consumer.pause(*assignment)
-
-    def _resume(self) -> None:
-        if self._paused:
-            self._paused = None
-            self.metrics.paused.set(0)
-            assignment = self.consumer.assignment()
+        if reason is not None:
+            self.watchdog.holding()
+            if self.hold is None:
+                log.warning("%s: holding consumption", reason)
+            self.hold = reason
+            if assignment:
+                self.consumer.pause(*assignment)
+        elif self.hold is not None:
+            self.hold = None
             if assignment:
                 self.consumer.resume(*assignment)
             log.info("consuming")
 
     def _update_lag(self) -> None:
         now = self.clock()
-        if now - self._last_lag < 5.0 or self.consumer is None:
+        if now - self._last_lag < LAG_EVERY_S:
             return
         self._last_lag = now
         try:
-            for partition, behind in kafka_io.lag(self.consumer).items():
-                self.metrics.lag.labels(str(partition)).set(behind)
+            lags = kafka_io.lag(self.consumer)
         except KafkaError as e:
             log.debug("lag not updated: %s", e)
+            return
+        for tp, behind in lags.items():
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
+        self.watchdog.lag(lags)
+        self._lags = lags
+
+    def _heartbeat(self) -> None:
+        """Tell `framewatch status` what this worker serves (a Redis key that expires if the worker dies)."""
+        repo = self._repository()
+        Heartbeat(repo.r, repo.keys, self.worker_id, ttl_s=3 * HEARTBEAT_EVERY_S).run(
+            self._state, self._stop, HEARTBEAT_EVERY_S
+        )
+
+    def _state(self) -> dict[str, Any]:
+        ready, detail = self._ready()
+        assignment = sorted(tp.partition for tp in (self.consumer.assignment() if self.consumer else ()))
+        return {
+            "group": self.cfg.group_id, "topic": self.cfg.topics.frames, "partitions": assignment,
+            "indexes": {n: li.meta.version for n, li in self.indexes.snapshot().items()},
+            "lag": sum(self._lags.values()) if self._lags else None, "ready": ready, "detail": detail,
+        }  # fmt: skip
+
+    @contextlib.contextmanager
+    def _busy(self, stage: str) -> Iterator[None]:
+        """CPU time of the loop thread in ``stage`` (time blocked in poll or waiting does not count)."""
+        t0 = time.thread_time()
+        try:
+            yield
+        finally:
+            self.stage_metrics.busy.labels(stage).inc(time.thread_time() - t0)
+
+    def _tripped(self, stall: Stall) -> None:
+        self.metrics.watchdog_trips.labels(stall.reason).inc()
+
+    def _give_up(self, stall: Stall) -> None:
+        self._gave_up = stall
+        self._stop.set()
+        self.on_give_up(stall)
 
     def _alive(self) -> tuple[bool, str]:
-        age = self.clock() - self._beat
-        limit = max(60.0, self.cfg.drain_timeout_s * 2)
-        return (age < limit, f"loop beat {age:.1f}s ago")
+        stall = self.watchdog_thread.current
+        if stall is not None and stall.reason == "loop-stuck":
+            return False, stall.detail
+        return True, "loop running"
 
     def _ready(self) -> tuple[bool, str]:
-        ready_index = self.indexes.ready()
-        connected = self.consumer is not None and kafka_io.broker_connected(self.consumer)
-        ok = ready_index and connected and self.scorer is not None and not self._undelivered
-        self.metrics.ready.set(1 if ok else 0)
+        connected = kafka_io.broker_connected(self.consumer)
+        stall = self.watchdog_thread.current
+        ok = self.indexes.ready() and connected and self.scorer is not None and self.hold is None and stall is None
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
         detail = f"indexes: {held}; broker: {'connected' if connected else 'unreachable'}"
-        problems = [*self.indexes.problems(), self._embedder_error, self._undelivered]
-        return ok, "; ".join([detail, *(p for p in problems if p)])
+        problems = [stall.detail if stall else None, *self.indexes.problems(), self._embedder_error, self.hold]
+        return ok, "; ".join([detail, *dict.fromkeys(p for p in problems if p)])

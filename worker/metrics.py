@@ -1,53 +1,94 @@
-"""Prometheus metrics of the worker, all on the registry passed in."""
+"""Prometheus metrics of the worker, all on the registry passed in.
+
+Labelled counters are created at zero for every label value known up front,
+so ``rate()``/``increase()`` see the first event. Gauges that describe state
+(readiness, stall) are computed at scrape time from the functions the worker
+passes in, never set as a side effect of a probe.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from wire.topics import DEAD_LETTER_REASONS
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
+RELOAD_RESULTS = ("loaded", "refused", "error")
+STALL_REASONS = ("loop-stuck", "no-progress")
+STAGES = ("decode", "score", "publish", "commit")
 
 
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.consumed = Counter("framewatch_frames_consumed", "Frame messages consumed", registry=r)
-        self.scored = Counter("framewatch_frames_scored", "Frames scored and published", ["index"], registry=r)
-        self.dead_letters = Counter(
-            "framewatch_dead_letters", "Frames sent to the dead-letter topic", ["reason"], registry=r
+        self.scored = Counter(
+            "framewatch_frames_scored", "Score records acknowledged by the broker", ["index"], registry=r
         )
+        self.dead_letters = Counter(
+            "framewatch_dead_letters", "Dead letters acknowledged by the broker", ["reason"], registry=r
+        )
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
         self.anomalies = Counter("framewatch_anomalies", "Frames over their index threshold", ["source"], registry=r)
         self.batch_size = Histogram(
             "framewatch_batch_size", "Frames per scoring batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r
         )
         self.stage_seconds = Histogram(
-            "framewatch_stage_seconds",
-            "Time per pipeline stage per batch",
-            ["stage"],
-            buckets=STAGE_BUCKETS,
+            "framewatch_stage_seconds", "Time per pipeline stage per batch", ["stage"], buckets=STAGE_BUCKETS,
             registry=r,
-        )
+        )  # fmt: skip
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
         self.latency = Histogram(
-            "framewatch_end_to_end_latency_seconds",
-            "Capture time to score publication",
-            buckets=LATENCY_BUCKETS,
+            "framewatch_end_to_end_latency_seconds", "Capture time to score publication", buckets=LATENCY_BUCKETS,
             registry=r,
-        )
+        )  # fmt: skip
         self.score = Histogram(
-            "framewatch_normalized_score",
-            "Score / threshold of scored frames",
-            buckets=(0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2, 5),
-            registry=r,
-        )
+            "framewatch_normalized_score", "Score / threshold of scored frames",
+            buckets=(0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2, 5), registry=r,
+        )  # fmt: skip
         self.index_version = Gauge(
             "framewatch_index_version", "Version of each index the worker serves", ["index"], registry=r
         )
         self.index_reloads = Counter(
-            "framewatch_index_reloads", "Index versions loaded or refused", ["index", "result"], registry=r
+            "framewatch_index_reloads", "Index versions loaded, refused (bad data or spec) or failed (error)",
+            ["index", "result"], registry=r,
+        )  # fmt: skip
+        self.reconnects = Counter("framewatch_reconnects", "Reconnections to a dependency", ["dependency"], registry=r)
+        for dependency in ("kafka", "redis"):
+            self.reconnects.labels(dependency)
+        self.lag = Gauge("framewatch_consumer_lag", "Messages behind the log end", ["topic", "partition"], registry=r)
+        self.ready = Gauge("framewatch_ready", "1 when the worker serves: index loaded, broker reachable, no stall",
+                           registry=r)  # fmt: skip
+        self.paused = Gauge(
+            "framewatch_consumption_paused", "1 while consumption is held (no index yet, or outputs unacknowledged)",
+            registry=r,
+        )  # fmt: skip
+        self.stalled = Gauge(
+            "framewatch_stalled", "1 while the progress watchdog sees no progress (see /readyz)", registry=r
         )
-        self.reconnects = Counter(
-            "framewatch_reconnects", "Reconnections to a dependency", ["dependency"], registry=r
+        self.watchdog_trips = Counter(
+            "framewatch_watchdog_trips", "Times the progress watchdog found the worker stalled", ["reason"], registry=r
         )
-        self.lag = Gauge("framewatch_consumer_lag", "Messages behind the log end", ["partition"], registry=r)
-        self.ready = Gauge("framewatch_ready", "1 when an index is loaded and the broker reachable", registry=r)
-        self.paused = Gauge("framewatch_consumption_paused", "1 while consumption is paused (no index yet, or outputs unacknowledged)", registry=r)
+        for reason in STALL_REASONS:
+            self.watchdog_trips.labels(reason)
+        self.pending_outputs = Gauge(
+            "framewatch_pending_outputs", "Score records and dead letters sent but not yet acknowledged", registry=r
+        )
+
+    def known_indexes(self, names: list[str]) -> None:
+        for name in names:
+            for result in RELOAD_RESULTS:
+                self.index_reloads.labels(name, result)
+
+    def computed(self, ready: Callable[[], bool], stalled: Callable[[], bool], paused: Callable[[], bool],
+                 pending: Callable[[], int]) -> None:  # fmt: skip
+        """State gauges read at scrape time."""
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
+        self.stalled.set_function(lambda: 1.0 if stalled() else 0.0)
+        self.paused.set_function(lambda: 1.0 if paused() else 0.0)
+        self.pending_outputs.set_function(lambda: float(pending()))

@@ -9,6 +9,12 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from wire.errors import FramewatchError
+
+
+class RouteError(FramewatchError):
+    """A --route rule that is not PATTERN=INDEX."""
+
 
 @dataclass(frozen=True)
 class Routing:
@@ -21,7 +27,7 @@ class Routing:
         for rule in rules:
             pattern, sep, name = rule.partition("=")
             if not sep or not pattern or not name:
-                raise ValueError(f"route {rule!r} is not PATTERN=INDEX")
+                raise RouteError(f"route {rule!r} is not PATTERN=INDEX (e.g. 'dock-*=dock')")
             parsed.append((pattern.strip(), name.strip()))
         return cls(default, tuple(parsed))
 
@@ -33,3 +39,17 @@ class Routing:
 
     def names(self) -> list[str]:
         return sorted({self.default, *(name for _, name in self.rules)})
+
+
+def check_one_embedder(specs: dict[str, tuple[str, str]]) -> None:
+    """Refuse routes whose indexes were built with different embedders (one worker embeds one way).
+
+    ``specs``: index name -> (embedder label, spec fingerprint), for the routed indexes that exist.
+    """
+    if len({fingerprint for _, fingerprint in specs.values()}) <= 1:
+        return
+    used = ", ".join(f"{name}: {label}" for name, (label, _) in sorted(specs.items()))
+    raise RouteError(
+        f"routed indexes use different embedders ({used}); a worker embeds each frame once, with one "
+        "backbone: run one worker group per backbone (each with its own --group and --route rules)"
+    )

@@ -3,6 +3,9 @@
 Frames are embedded once per batch, then each is scored by the index its
 source is routed to. With ``window > 1`` a per-source sliding window of
 embeddings also gets a group score (DN2's mean-pooled group anomaly rule).
+Every record says why: a patch index gives the anomaly map and the hotspot
+(in the frame's pixels); a global index names the nearest normal training
+frames (the index meta's origins).
 """
 
 from __future__ import annotations
@@ -10,29 +13,38 @@ from __future__ import annotations
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
-from PIL import Image
 
+from index_store.anomaly_maps import hotspot, map_region, score_maps
+from wire.anomaly_map import encode_map
 from wire.records import FrameRecord, ScoreRecord
 from worker.indexes import LoadedIndex
 from worker.routing import Routing
 
 
-class EmbedsImages(Protocol):
-    def embed(self, images: list[Image.Image]) -> np.ndarray: ...
+class Embeds(Protocol):
+    def embed(self, prepared: Sequence[Any]) -> np.ndarray: ...
 
 
 @dataclass
 class PendingFrame:
-    """A decoded frame waiting in the batcher, with where it came from in Kafka."""
+    """A frame on its way through the stages, with where it came from in Kafka.
+
+    ``prepared`` is what the extractor's ``embed`` takes (a preprocessed tensor,
+    or JPEG bytes for the device): a Future while the decode pool works on it.
+    ``key`` and ``headers`` are the original message's, for its dead letter.
+    """
 
     record: FrameRecord
-    image: Image.Image = field(repr=False)
+    prepared: Any = field(repr=False)
     topic: str
     partition: int
     offset: int
+    key: Optional[bytes] = None
+    headers: list[Any] = field(default_factory=list, repr=False)
+    size: tuple[int, int] = (0, 0)  # (width, height) of the frame as sent (hotspots and maps are in its pixels)
 
 
 class WindowTracker:
@@ -49,10 +61,48 @@ class WindowTracker:
         return np.stack(window) if len(window) == self.size else None
 
 
+@dataclass(frozen=True)
+class Why:
+    """A frame's score and what made it."""
+
+    score: float
+    hotspot: Optional[list[int]] = None
+    anomaly_map: Optional[dict[str, Any]] = None
+    neighbors: Optional[list[str]] = None
+
+
+def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, int]]) -> list[Why]:
+    """Score (N, D) global embeddings or (N, h, w, D) patch grids of frames of ``sizes`` (w, h).
+
+    A patch map also says which part of the frame it covers (``"box"``, frame pixels), so a
+    viewer can lay it over the image without knowing the preprocessing.
+    """
+    if feats.ndim == 4:
+        spec = loaded.meta.embedder_spec
+        scores, maps = score_maps(loaded.index, feats)
+        return [
+            Why(float(s), hotspot(m, spec, w, h), {**encode_map(m.tolist()), "box": map_region(spec, w, h)})
+            for s, m, (w, h) in zip(scores, maps, sizes)
+        ]
+    scores, ids = loaded.index.search(feats)
+    origins = loaded.meta.origins
+    return [
+        Why(float(s), neighbors=[origins[j] for j in row if 0 <= j < len(origins)] or None)
+        for s, row in zip(scores, ids)
+    ]
+
+
+def window_score(loaded: LoadedIndex, window: np.ndarray) -> float:
+    """Group score of a (W, D) window of embeddings or a (W, h, w, D) window of patch grids."""
+    if window.ndim == 4:
+        return float(score_maps(loaded.index, window.mean(axis=0, keepdims=True))[0][0])
+    return loaded.index.score_window(window)
+
+
 class Scorer:
     def __init__(
         self,
-        embedder: EmbedsImages,
+        embedder: Embeds,
         routing: Routing,
         worker_id: str = "",
         window: int = 0,
@@ -68,29 +118,31 @@ class Scorer:
         """One ScoreRecord per frame, in order. Every routed index must be in ``indexes``."""
         if not frames:
             return []
-        embeddings = self.embedder.embed([f.image for f in frames])
-        scores = np.empty(len(frames), dtype=np.float64)
+        embeddings = self.embedder.embed([f.prepared for f in frames])
+        whys: list[Optional[Why]] = [None] * len(frames)
         by_index: dict[str, list[int]] = defaultdict(list)
         for i, f in enumerate(frames):
             by_index[self.routing.index_for(f.record.source)].append(i)
         for name, rows in by_index.items():
-            scores[rows] = indexes[name].index.score(embeddings[rows])
+            sizes = [frames[i].size for i in rows]
+            for i, why in zip(rows, score_frames(indexes[name], embeddings[rows], sizes)):
+                whys[i] = why
         now = self.clock()
         return [
-            self._record(f, float(scores[i]), embeddings[i], indexes[self.routing.index_for(f.record.source)], now)
+            self._record(f, whys[i], embeddings[i], indexes[self.routing.index_for(f.record.source)], now)  # type: ignore[arg-type]
             for i, f in enumerate(frames)
         ]
 
     def _record(
-        self, frame: PendingFrame, score: float, embedding: np.ndarray, loaded: LoadedIndex, now: float
+        self, frame: PendingFrame, why: Why, embedding: np.ndarray, loaded: LoadedIndex, now: float
     ) -> ScoreRecord:
         meta, rec = loaded.meta, frame.record
-        threshold = meta.threshold
-        window_score = None
+        threshold, score = meta.threshold, why.score
+        group_score = None
         if self.windows is not None:
             window = self.windows.push(rec.source, embedding)
             if window is not None:
-                window_score = loaded.index.score_window(window)
+                group_score = window_score(loaded, window)
         return ScoreRecord(
             frame_id=rec.frame_id,
             source=rec.source,
@@ -106,6 +158,12 @@ class Scorer:
             latency_s=max(0.0, now - rec.capture_time) if rec.capture_time else 0.0,
             origin=rec.origin,
             normalized_score=(score / threshold) if threshold else None,
-            window_score=window_score,
+            window_score=group_score,
             worker=self.worker_id,
+            frame_topic=frame.topic,
+            frame_partition=frame.partition,
+            frame_offset=frame.offset,
+            hotspot=why.hotspot,
+            anomaly_map=why.anomaly_map,
+            neighbors=why.neighbors,
         )

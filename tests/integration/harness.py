@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from framewatch.admin import ensure_topics
 from index_store.embedder import Embedder
+from index_store.keys import Keys
 from index_store.knn import build_exact
 from index_store.repository import IndexMeta, IndexRepository
 from index_store.spec import EmbedderSpec
@@ -53,6 +54,37 @@ def publish_index(
                      threshold=threshold)  # fmt: skip
     repo = IndexRepository(redis.Redis.from_url(redis_url), prefix)
     return repo.publish(meta, index, activate=activate)
+
+
+def write_raw_version(redis_url: str, prefix: str, name: str, meta: dict[str, Any], vectors: bytes,
+                      activate: bool = True) -> int:  # fmt: skip
+    """Write an index version straight into Redis, as a buggy tool or a newer framewatch might, bypassing
+    publish()'s checks. Returns the version number."""
+    import hashlib
+    import json
+
+    import redis
+
+    keys = Keys(prefix)
+    client = redis.Redis.from_url(redis_url)
+    version = int(client.incr(keys.counter(name)))
+    record = {"name": name, "version": version, "sha256": hashlib.sha256(vectors).hexdigest(), "n_chunks": 1,
+              "created_at": time.time(), **meta}  # fmt: skip
+    client.set(keys.chunk(name, version, 0), vectors)
+    client.set(keys.meta(name, version), json.dumps(record))
+    client.zadd(keys.versions(name), {str(version): time.time()})
+    client.sadd(keys.names, name)
+    if activate:
+        client.set(keys.active(name), version)
+        client.publish(keys.events, json.dumps({"name": name, "version": version}))
+    client.close()
+    return version
+
+
+def raw_meta(spec: EmbedderSpec = SMALL_SPEC, n: int = 20, **overrides: Any) -> dict[str, Any]:
+    """Metadata fields of a plausible exact index of ``n`` vectors, with ``overrides``."""
+    dim = overrides.pop("dim") if "dim" in overrides else spec.dim  # a spec this version refuses has no dim
+    return {"kind": "exact", "k": 2, "dim": dim, "n_vectors": n, "spec": spec.to_dict(), **overrides}
 
 
 def fit_index_from_images(redis_url: str, prefix: str, name: str, images: list[Any], spec: EmbedderSpec = SMALL_SPEC) -> IndexMeta:
@@ -117,7 +149,7 @@ def worker_config(kafka: KafkaSettings, redis_url: str, prefix: str, topics: Top
         kafka=kafka, redis=RedisSettings(url=redis_url, key_prefix=prefix), index="idx", topics=topics,
         group_id=f"g-{unique}", max_batch=8, max_wait_s=0.2, metrics_host="127.0.0.1", metrics_port=0,
         session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=30000, index_poll_s=1.0,
-        drain_timeout_s=20.0,
+        drain_timeout_s=20.0, start_from="earliest",  # tests produce before the group joins
     )  # fmt: skip
     base.update(kw)
     return WorkerConfig(**base)
@@ -139,6 +171,32 @@ class RunningWorker:
         self.stop.set()
         self.thread.join(timeout)
         assert not self.crash, self.crash[0]
+
+
+def ids(frames: list[FrameRecord]) -> set[str]:
+    return {f.frame_id for f in frames}
+
+
+def interleave(*sources: list[FrameRecord]) -> list[FrameRecord]:
+    """Round-robin over several sources' frame lists (frames flow from all cameras at once)."""
+    out: list[FrameRecord] = []
+    for group in zip(*sources):
+        out.extend(group)
+    return out
+
+
+def readyz(running: RunningWorker) -> tuple[int, str]:
+    """GET /readyz of an in-process worker, as an orchestrator would: (status, body); (0, "") before it serves."""
+    health = running.worker.health
+    if health is None:
+        return 0, ""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{health.port}/readyz", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except urllib.error.URLError:
+        return 0, ""
 
 
 def wait_assigned(running: RunningWorker, timeout: float = 60.0) -> bool:
@@ -258,7 +316,7 @@ def worker_process(kafka: KafkaSettings, redis_url: str, prefix: str, topics: To
     }  # fmt: skip
     cmd = [sys.executable, "-m", "framewatch.cli", "work", "--kafka", kafka.bootstrap, "--redis", redis_url,
            "--index", index, "--group", group, "--metrics-port", "0", "--max-batch", "8", "--max-wait", "0.2",
-           "--session-timeout-ms", "6000", "--heartbeat-ms", "1000", "--threads", "1", *extra]  # fmt: skip
+           "--session-timeout-ms", "6000", "--heartbeat-ms", "1000", "--threads", "1", "--start-from", "earliest", *extra]  # fmt: skip
     return WorkerProcess(cmd, {**os.environ, **env})
 
 

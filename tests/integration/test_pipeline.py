@@ -59,12 +59,21 @@ def test_frames_in_scores_out_and_corrupt_frame_dead_lettered(kafka_settings, re
         assert letters[0].header("fw-frame-id") == corrupt[0].frame_id
         assert H_ERROR_REASON not in dict(letters[0].headers)
 
-        body = urllib.request.urlopen(f"http://127.0.0.1:{running.worker.health.port}/metrics").read().decode()
+        base = f"http://127.0.0.1:{running.worker.health.port}"
+
+        def metrics() -> str:
+            return urllib.request.urlopen(f"{base}/metrics").read().decode()
+
+        # counted once the broker acknowledged them (the outbox reports acknowledgements as they come)
+        assert h.wait_until(lambda: "framewatch_pending_outputs 0.0" in metrics(), timeout=10)
+        body = metrics()
         assert 'framewatch_frames_scored_total{index="idx"} 15.0' in body
         assert 'framewatch_dead_letters_total{reason="undecodable"} 1.0' in body
+        assert 'framewatch_dead_letters_total{reason="truncated"} 0.0' in body  # known reasons start at zero
         assert "framewatch_frames_consumed_total 16.0" in body
-        ok, detail = running.worker._ready()
-        assert ok, detail
+        assert "framewatch_ready 1.0" in body
+        with urllib.request.urlopen(f"{base}/readyz") as resp:
+            assert resp.status == 200, resp.read()
     finally:
         running.close()
     assert running.exit_code == [0]

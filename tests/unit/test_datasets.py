@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index_store import datasets
-from index_store.errors import DatasetFormatError, DatasetUnavailable
+from evaluation import datasets
+from evaluation.errors import DatasetFormatError, DatasetUnavailable
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

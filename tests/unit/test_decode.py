@@ -101,3 +101,48 @@ def test_damaged_bytes_only_ever_raise_frame_decode_error():
         except FrameDecodeError as e:
             reasons.add(e.reason)
     assert reasons <= {"undecodable", "truncated", "image-too-small", "image-too-large", "unsupported-content-type"}
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    import struct
+
+    pos, out = 8, []
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        out.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def test_png_whose_zlib_stream_ends_cleanly_but_early_is_truncated_not_a_black_frame():
+    import struct
+    import zlib
+
+    from tests.conftest import png_bytes
+
+    data = png_bytes(3, size=(120, 90))
+    chunks = _png_chunks(data)
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = next(body for kind, body in chunks if kind == b"IHDR")
+    short = data[:8] + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw[: len(raw) // 2])) + chunk(b"IEND", b"")
+    with pytest.raises(FrameDecodeError) as e:
+        decode_image(short, "image/png")
+    assert e.value.reason == "truncated"
+    assert decode_image(data, "image/png").size == (120, 90)  # the whole stream still decodes
+
+
+def test_jpeg_with_an_mpf_preview_is_scored_from_its_primary_image():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="MPO", save_all=True, append_images=[img.resize((40, 30))])
+    decoded = decode_image(buf.getvalue(), "image/jpeg")
+    assert decoded.size == (120, 90) and decoded.mode == "RGB"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from evaluation.errors import DatasetUnavailable
 from framewatch import eval_cmd
-from index_store.errors import DatasetUnavailable
 
 CLASSES = {
     "red_discs": ((220, 30, 30), "ellipse"),

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from index_store.datasets import ImageSet
+from evaluation.datasets import ImageSet
+from evaluation.features import FeatureCache, PixelSpec, embed_dataset, pixel_features
 from index_store.errors import IndexStoreError
-from index_store.features import FeatureCache, PixelSpec, embed_dataset, pixel_features
 from index_store.spec import EmbedderSpec
 
 

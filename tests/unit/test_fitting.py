@@ -109,3 +109,22 @@ def test_fewer_centres_still_separate_far_queries() -> None:
         index = knn.build_kmeans(train, c)
         assert index.size == c
         assert index.score(near).max() < index.score(far).min()
+
+
+@pytest.mark.parametrize(
+    "kw", [{"k": 0}, {"clean_fraction": 1.5}, {"target_fpr": 2.0}, {"clusters": -1}, {"clusters": 5, "coreset": 5}]
+)
+def test_bad_fit_settings_are_refused_when_made(kw):
+    from index_store.fitting import FitConfig, FitError
+
+    with pytest.raises(FitError):
+        FitConfig(**kw)
+
+
+def test_one_image_cannot_calibrate_a_threshold_and_says_so():
+    from index_store.fitting import FitConfig, FitError, fit
+
+    with pytest.raises(FitError, match="at least k \\+ 1 = 3"):
+        fit(np.ones((1, 8), np.float32), FitConfig())
+    index, cal, _ = fit(np.ones((1, 8), np.float32), FitConfig(), holdout=np.zeros((4, 8), np.float32))
+    assert cal.method == "holdout" and cal.threshold > 0

@@ -1,95 +1,92 @@
-"""worker.kafka_io.Outbox with a fake producer: nothing acknowledged is forgotten, nothing pending is sent twice."""
+"""worker.outbox.Outbox with a producer double: an output leaves only acknowledged, failures are retried
+one probe at a time, an output the broker refuses for good is replaced by its fallback."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-import pytest
-from kafka.errors import KafkaError, KafkaTimeoutError
-
-from worker.kafka_io import Outbox
+from worker.outbox import Outbox, Output
 
 
-class FakeFuture:
-    def __init__(self, outcome: Optional[Exception] = None, done: bool = True) -> None:
-        self.outcome, self.is_done = outcome, done
+class Future:
+    def __init__(self) -> None:
+        self.is_done = False
+        self.exception: BaseException | None = None
 
-    def get(self, timeout: float = 0.0) -> Any:
-        if not self.is_done:
-            raise KafkaTimeoutError("still waiting")
-        if self.outcome is not None:
-            raise self.outcome
-        return "metadata"
+    def succeeded(self) -> bool:
+        return self.is_done and self.exception is None
+
+    def resolve(self, error: BaseException | None = None) -> None:
+        self.is_done, self.exception = True, error
 
 
-class FakeProducer:
-    """Each send takes the next planned future (default: acknowledged)."""
+class Producer:
+    """Records each send; ``refuse`` makes send() raise at once (no broker metadata, or a refusal)."""
 
-    def __init__(self, plan: Optional[list[Any]] = None) -> None:
-        self.plan = list(plan or [])
-        self.sent: list[bytes] = []
-        self.closed = False
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, Future]] = []
+        self.refuse: BaseException | None = None
 
-    def send(self, topic: str, key: Any = None, value: Any = None, headers: Any = None) -> Any:
-        self.sent.append(value)
-        step = self.plan.pop(0) if self.plan else FakeFuture()
-        if isinstance(step, Exception):
-            raise step
-        return step
+    def send(self, topic, key=None, value=None, headers=None):  # type: ignore[no-untyped-def]
+        if self.refuse is not None:
+            raise self.refuse
+        fut = Future()
+        self.sent.append((topic, value, fut))
+        return fut
 
-    def flush(self, timeout: float = 0.0) -> None:
+    def close(self, timeout=None):  # type: ignore[no-untyped-def]
         pass
 
-    def close(self, timeout: float = 0.0) -> None:
-        self.closed = True
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_acknowledged_records_are_forgotten():
-    outbox = Outbox(FakeProducer())  # type: ignore[arg-type]
-    for i in range(3):
-        outbox.send("scores", b"k", b"%d" % i)
-    outbox.confirm(timeout_s=0.1)
-    assert outbox.pending() == 0
+def out(value: bytes, offset: int = 0, fallback=None) -> Output:  # type: ignore[no-untyped-def]
+    return Output("scores", b"k", value, [], ("p0", offset), "score", "idx", fallback)
 
 
-def test_failed_records_are_resent_pending_ones_are_not():
-    pending = FakeFuture(done=False)
-    producer = FakeProducer([FakeFuture(), FakeFuture(KafkaError("broker said no")), pending])
-    outbox = Outbox(producer)  # type: ignore[arg-type]
-    for value in (b"ok", b"failed", b"pending"):
-        outbox.send("scores", None, value)
-    with pytest.raises(KafkaError):
-        outbox.confirm(timeout_s=0.1)
-    assert outbox.pending() == 2
-    outbox.resend()
-    assert producer.sent == [b"ok", b"failed", b"pending", b"failed"]  # the pending one is left to the producer
-    pending.is_done = True
-    outbox.confirm(timeout_s=0.1)
-    assert outbox.pending() == 0
+def test_outputs_leave_only_when_acknowledged():
+    producer, clock = Producer(), Clock()
+    box = Outbox(lambda: producer, clock)
+    box.send(out(b"a", 0))
+    box.send(out(b"b", 1))
+    assert box.collect() == [] and box.pending() == 2
+    producer.sent[1][2].resolve()
+    assert [o.value for o in box.collect()] == [b"b"] and box.pending() == 1
 
 
-def test_a_send_that_raises_is_kept_for_another_try():
-    producer = FakeProducer([KafkaTimeoutError("no metadata"), RuntimeError("unexpected")])
-    outbox = Outbox(producer)  # type: ignore[arg-type]
-    outbox.send("scores", None, b"a")
-    outbox.send("scores", None, b"b")
-    with pytest.raises(KafkaError):
-        outbox.confirm(timeout_s=0.1)
-    assert outbox.pending() == 2
-    outbox.resend()
-    outbox.confirm(timeout_s=0.1)
-    assert outbox.pending() == 0 and producer.sent == [b"a", b"b", b"a", b"b"]
+def test_while_failing_nothing_new_is_handed_over_and_one_probe_retries():
+    producer, clock = Producer(), Clock()
+    box = Outbox(lambda: producer, clock, retry_s=1.0, renew_after_s=1e9)
+    box.send(out(b"a", 0))
+    producer.sent[0][2].resolve(KafkaTimeoutError("broker down"))
+    box.collect()
+    assert box.failing() is not None
+    box.send(out(b"b", 1))
+    box.send(out(b"c", 2))
+    assert len(producer.sent) == 1  # held back while failing
+    clock.now += 1.5
+    box.collect()
+    assert [v for _, v, _ in producer.sent] == [b"a", b"a"]  # one probe: the oldest
+    producer.sent[-1][2].resolve()
+    acked = box.collect()
+    assert [o.value for o in acked] == [b"a"] and box.failing() is None
+    assert sorted(v for _, v, _ in producer.sent[2:]) == [b"b", b"c"]  # everything waiting goes out
 
 
-def test_renew_sends_everything_unacknowledged_through_the_new_producer():
-    stuck = FakeProducer([FakeFuture(done=False), FakeFuture(KafkaError("fatal"))])
-    outbox = Outbox(stuck)  # type: ignore[arg-type]
-    outbox.send("scores", None, b"a")
-    outbox.send("frames.dlq", None, b"b")
-    with pytest.raises(KafkaError):
-        outbox.confirm(timeout_s=0.1)
-    fresh = FakeProducer()
-    outbox.renew(fresh)  # type: ignore[arg-type]
-    assert stuck.closed and fresh.sent == [b"a", b"b"]
-    outbox.confirm(timeout_s=0.1)
-    assert outbox.pending() == 0
+def test_an_output_refused_for_good_is_replaced_by_its_fallback_not_retried_forever():
+    producer, clock = Producer(), Clock()
+    box = Outbox(lambda: producer, clock)
+    small = Output("dlq", None, b"stub", [], None, "dead-letter", "output-refused")
+    producer.refuse = MessageSizeTooLargeError("too big")
+    box.send(out(b"x" * 100, 5, fallback=lambda why: small))
+    producer.refuse = None
+    box.collect()
+    assert [(t, v) for t, v, _ in producer.sent] == [("dlq", b"stub")]
+    producer.sent[0][2].resolve()
+    (done,) = box.collect()
+    assert done.kind == "dead-letter" and done.token == ("p0", 5) and box.replaced == 1

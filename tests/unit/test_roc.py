@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from index_store.evaluate import average_ranks, roc_auc
+from evaluation.evaluate import average_ranks, roc_auc
 
 
 @pytest.mark.parametrize("seed", range(8))

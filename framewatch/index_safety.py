@@ -1,0 +1,43 @@
+"""``index fit`` under an existing name with another backbone: refused unless asked for, and said plainly.
+
+A running worker refuses a version whose embedder differs from the one it holds
+(and keeps serving its old version), while a restarted worker loads the new one:
+activating it silently would leave one consumer group serving two versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from index_store.errors import UnknownIndex
+from index_store.repository import IndexRepository
+from index_store.spec import EmbedderSpec
+from wire.errors import FramewatchError
+
+log = logging.getLogger("framewatch")
+
+
+class BackboneChange(FramewatchError):
+    """A fit would switch an index's backbone without --new-backbone."""
+
+
+def check_backbone(repo: IndexRepository, name: str, spec: EmbedderSpec, allow: bool) -> Optional[str]:
+    """None when the index is new or keeps its embedder; the warning given when ``allow``; else raises."""
+    try:
+        current = repo.meta(name)
+    except UnknownIndex:
+        return None
+    if current.embedder_spec.fingerprint() == spec.fingerprint():
+        return None
+    what = (f"index {name!r} is active at version {current.version} with {current.embedder_spec.label()} "
+            f"(dim {current.dim}); this fit uses {spec.label()} (dim {spec.dim})")  # fmt: skip
+    workers = (f"running workers serving {name!r} will refuse the new version (logged, counted in "
+               f"framewatch_index_reloads_total) and keep scoring with version {current.version}; a worker "
+               "started or restarted later loads the new one")  # fmt: skip
+    if not allow:
+        raise BackboneChange(f"{what}. {workers}, so one group would serve two versions. Fit under a new name, or "
+                             "pass --new-backbone and restart every worker of that index together.")  # fmt: skip
+    warning = f"{what}: {workers}. Restart every worker serving {name!r} together now."
+    log.warning("%s", warning)
+    return warning

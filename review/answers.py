@@ -1,0 +1,34 @@
+"""Reviewers' answers in Redis, under the index's name: ``{prefix}:index:{name}:review`` (hash frame id -> JSON)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import redis
+
+from index_store.keys import Keys
+
+LABELS = ("normal", "confirmed")
+
+
+class Answers:
+    def __init__(self, client: redis.Redis, keys: Keys, clock: Callable[[], float] = time.time) -> None:
+        self.client, self.keys, self.clock = client, keys, clock
+
+    def put(self, index: str, frame_id: str, label: str, by: str, **extra: Any) -> dict[str, Any]:
+        if label not in LABELS:
+            raise ValueError(f"label must be one of {LABELS}")
+        answer = {"label": label, "by": by, "at": self.clock(), **extra}
+        self.client.hset(self.keys.review(index), frame_id, json.dumps(answer, sort_keys=True))
+        return answer
+
+    def all(self, index: str) -> dict[str, dict[str, Any]]:
+        out = {}
+        for fid, raw in self.client.hgetall(self.keys.review(index)).items():
+            try:
+                out[fid.decode()] = json.loads(raw)
+            except ValueError:
+                continue
+        return out

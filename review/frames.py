@@ -1,0 +1,101 @@
+"""Fetching from Kafka by coordinates: a frame by (topic, partition, offset); score records by frame id."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Iterable, Optional
+
+from kafka import KafkaConsumer, TopicPartition
+
+from wire.errors import FramewatchError, ScoreDecodeError, WireError
+from wire.records import FrameRecord, ScoreRecord
+from wire.settings import KafkaSettings
+
+
+class FrameUnavailable(FramewatchError):
+    """The frame is no longer on its topic (retention) or the coordinates are wrong."""
+
+
+class FrameFetcher:
+    """One consumer (no group) that seeks to a frame's offset; recent frames are kept in a small LRU."""
+
+    def __init__(self, settings: KafkaSettings, cache_size: int = 256, timeout_s: float = 10.0) -> None:
+        self.settings, self.cache_size, self.timeout_s = settings, cache_size, timeout_s
+        self._consumer: Optional[KafkaConsumer] = None
+        self._cache: OrderedDict[tuple[str, int, int], FrameRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def fetch(self, topic: str, partition: int, offset: int) -> FrameRecord:
+        key = (topic, partition, offset)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            frame = self._read(topic, partition, offset)
+            self._cache[key] = frame
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return frame
+
+    def _read(self, topic: str, partition: int, offset: int) -> FrameRecord:
+        if not topic or partition < 0 or offset < 0:
+            raise FrameUnavailable(f"no frame coordinates ({topic!r}, {partition}, {offset})")
+        if self._consumer is None:
+            self._consumer = KafkaConsumer(enable_auto_commit=False, max_partition_fetch_bytes=self.settings.max_message_bytes,
+                                           **self.settings.client_kwargs())  # fmt: skip
+        tp = TopicPartition(topic, partition)
+        self._consumer.assign([tp])
+        self._consumer.seek(tp, offset)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            for msg in self._consumer.poll(timeout_ms=300, max_records=1).get(tp, []):
+                if msg.offset != offset:
+                    raise FrameUnavailable(
+                        f"{topic}/{partition}/{offset} is gone (retention); next is {msg.offset}"
+                    )
+                try:
+                    return FrameRecord.decode(
+                        msg.key, msg.value, msg.headers, fallback_id=f"{topic}/{partition}/{offset}"
+                    )
+                except WireError as e:
+                    raise FrameUnavailable(
+                        f"{topic}/{partition}/{offset} is not a readable frame: {e}"
+                    ) from e
+        raise FrameUnavailable(f"{topic}/{partition}/{offset} could not be read within {self.timeout_s:.0f}s")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+
+def find_scores(
+    settings: KafkaSettings, topic: str, frame_ids: Iterable[str], timeout_s: float = 60.0
+) -> dict[str, ScoreRecord]:
+    """The first score record of each wanted frame id, reading ``topic`` from the beginning to its current end."""
+    wanted = set(frame_ids)
+    found: dict[str, ScoreRecord] = {}
+    consumer = KafkaConsumer(enable_auto_commit=False, **settings.client_kwargs())
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while wanted - set(found) and any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                break
+            for msgs in consumer.poll(timeout_ms=300).values():
+                for msg in msgs:
+                    try:
+                        record = ScoreRecord.decode(msg.value)
+                    except ScoreDecodeError:
+                        continue
+                    if record.frame_id in wanted:
+                        found.setdefault(record.frame_id, record)
+    finally:
+        consumer.close()
+    return found

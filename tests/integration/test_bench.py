@@ -1,0 +1,31 @@
+"""`framewatch bench` runs end to end on embedded services and writes the figures a user sizes a deployment with."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from framewatch.bench_cmd import JSON_KEYS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bench_prints_every_figure_and_writes_exactly_the_documented_json_keys(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "framewatch.cli", "bench", "--frames", "8", "--batch", "4", "--backbone", "resnet18",
+         "--weights", "random", "--latency-seconds", "2", "--partitions", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    for line in ("decode (pool)", "extractor (decode + embed)", "pipeline (through the broker)",
+                 "null pipeline (no decode, no embed)", "raw consume", "pipeline / extractor", "p99"):  # fmt: skip
+        assert line in run.stdout
+    figures = json.loads(out.read_text())
+    assert tuple(figures) == JSON_KEYS
+    assert figures["frames"] == 8 and figures["batch"] == 4 and figures["device"] == "cpu"
+    assert all(figures[k] > 0 for k in ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps",
+                                        "raw_consume_fps", "p50_latency_s", "p99_latency_s"))  # fmt: skip

@@ -1,0 +1,70 @@
+"""A frame the worker scores gets the score its image got at fit time: one preprocessing path.
+
+CPU path: JPEG decoded at reduced DCT scale (PIL draft mode) on both sides. The
+only differences left are float32 rounding in batches of different sizes, so
+the tolerance is relative 1e-4. (The CUDA path, nvJPEG + tensor-op resize, is
+checked only where a GPU is lent: no GPU was lent when this was written.)
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import redis
+
+from framewatch.bench import synthetic_jpegs
+from framewatch.cli import main
+from index_store.build import embed_paths
+from index_store.embedder import Embedder
+from index_store.repository import IndexRepository
+from tests.integration import harness as h
+from wire.records import FrameRecord
+
+pytestmark = pytest.mark.integration
+RELATIVE_TOLERANCE = 1e-4
+
+
+def test_worker_score_equals_fit_time_score_for_the_same_jpeg(kafka_settings, redis_url, unique, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    prefix = f"t-{unique}"
+    monkeypatch.setenv("FRAMEWATCH_REDIS_PREFIX", prefix)
+    jpegs = synthetic_jpegs(9, seed=1)  # 1280x720 frames of a real photo
+    (tmp_path / "train").mkdir()
+    (tmp_path / "new").mkdir()
+    for i, data in enumerate(jpegs):
+        (tmp_path / ("train" if i < 6 else "new") / f"{i}.jpg").write_bytes(data)
+    assert main(["index", "fit", str(tmp_path / "train"), "--name", "same", "--backbone", "resnet18",
+                 "--weights", "random", "--redis", redis_url]) == 0  # fmt: skip
+
+    repo = IndexRepository(redis.Redis.from_url(redis_url), prefix)
+    meta, index = repo.load("same")
+    new = sorted((tmp_path / "new").iterdir())
+    at_fit = index.score(embed_paths(Embedder(meta.embedder_spec), new, progress=False))
+
+    topics = h.topics_for(unique, kafka_settings, partitions=1)
+    running = h.start_worker(h.worker_config(kafka_settings, redis_url, prefix, topics, unique, index="same"))
+    try:
+        frames = [
+            FrameRecord(p.stem, "cam", i, time.time(), p.read_bytes(), "image/jpeg")
+            for i, p in enumerate(new)
+        ]
+        h.produce_frames(kafka_settings, topics.frames, frames)
+        assert h.wait_for_ids(kafka_settings, topics, {f.frame_id for f in frames}, 90)
+        by_worker = {r.frame_id: r.score for r in h.scores(kafka_settings, topics.scores)}
+        assert running.worker.health is not None
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{running.worker.health.port}/metrics", timeout=10
+        ) as resp:
+            metrics = resp.read().decode()
+    finally:
+        running.close()
+    worker_scores = np.array([by_worker[p.stem] for p in new])
+    assert np.all(at_fit > 0)
+    np.testing.assert_allclose(worker_scores, at_fit, rtol=RELATIVE_TOLERANCE)
+    for stage in ("consume", "decode", "embed", "deliver"):  # where the time went, per stage
+        assert h.metric_value(metrics, f'framewatch_stage_busy_seconds_total{{stage="{stage}"}}') > 0
+    for queue in ("decode", "batch", "embed", "deliver"):
+        assert f'framewatch_queue_depth{{queue="{queue}"}}' in metrics

@@ -1,0 +1,177 @@
+"""What the worker's stages run on a frame: ``prepare`` (decode pool) and ``embed`` (the embed stage).
+
+``prepare`` turns one frame's bytes into what ``embed`` takes, in a pool
+thread (PIL releases the GIL while it decodes); it raises FrameDecodeError for
+bad input, which becomes a dead letter. ``embed`` turns a batch of prepared
+items into (N, D) float32 embeddings.
+
+``ImageExtractor`` wraps an index_store Embedder. On CPU a frame is decoded
+(JPEG at reduced DCT scale) and preprocessed to a tensor in the pool, the
+same path index fitting takes. On CUDA a JPEG is only checked in the pool
+(header, size limits) and its bytes are decoded with the rest of its batch on
+the device (nvJPEG); PNG is decoded in the pool. ``NullExtractor`` does
+neither (``framewatch bench``: the framework's own ceiling).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, Sequence
+
+import numpy as np
+
+from wire.errors import FrameDecodeError
+from wire.records import FrameRecord
+from worker.decode import DecodeLimits, decode_image
+
+log = logging.getLogger(__name__)
+
+
+class Extractor(Protocol):
+    def prepare(self, record: FrameRecord) -> Any: ...
+
+    def embed(self, prepared: Sequence[Any]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` returns: the embed stage's input and the frame's (width, height) as sent."""
+
+    data: Any
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class JpegBytes:
+    """A checked JPEG left for the device to decode with its batch."""
+
+    data: bytes
+
+
+class ImageExtractor:
+    def __init__(self, embedder: Any, limits: Optional[DecodeLimits] = None, trace: bool = True) -> None:
+        """``trace``: on CPU, run the model as a frozen TorchScript trace (see ``_trace``)."""
+        self.embedder = embedder
+        self.limits = limits or DecodeLimits()
+        self.spec = embedder.spec
+        self.on_device = getattr(embedder, "device", None) is not None and embedder.device.type == "cuda"
+        if trace and not self.on_device and hasattr(embedder, "model"):
+            _trace(embedder)
+
+    def prepare(self, record: FrameRecord) -> Prepared:
+        if self.on_device and _is_jpeg(record.image):
+            size = _check_jpeg(record.image, record.content_type, self.limits)
+            return Prepared(JpegBytes(record.image), size)
+        image = decode_image(record.image, record.content_type, self.limits, resize=self.spec.resize)
+        return Prepared(self.embedder.preprocess(image), image.info.get("full_size", image.size))
+
+    def embed(self, prepared: Sequence[Any]) -> np.ndarray:
+        import torch
+
+        prepared = [p.data if isinstance(p, Prepared) else p for p in prepared]
+        if not any(isinstance(p, JpegBytes) for p in prepared):
+            return self.embedder.embed_tensor(torch.stack(list(prepared)))
+        from index_store.preprocess import gpu_batch
+
+        device, dtype = self.embedder.device, self.embedder.dtype
+        jpeg_rows = [i for i, p in enumerate(prepared) if isinstance(p, JpegBytes)]
+        decoded = gpu_batch([prepared[i].data for i in jpeg_rows], self.spec, device, dtype)
+        batch = torch.empty((len(prepared), *decoded.shape[1:]), device=device, dtype=dtype)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        batch[jpeg_rows] = decoded
+        for i, p in enumerate(prepared):
+            if not isinstance(p, JpegBytes):  # PNG, decoded in the pool
+                batch[i] = p.pin_memory().to(device, dtype=dtype, non_blocking=True)
+        return self.embedder.embed_tensor(batch)
+
+
+class NullExtractor:
+    """No decode, no embedding: zeros of the index's dimension (to measure everything else)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def prepare(self, record: FrameRecord) -> Any:
+        return None
+
+    def embed(self, prepared: Sequence[Any]) -> np.ndarray:
+        return np.zeros((len(prepared), self.dim), dtype=np.float32)
+
+
+class PilExtractor:
+    """For an embedder that only embeds PIL images: frames decoded in full in the pool, embedded as images."""
+
+    def __init__(self, embedder: Any, limits: Optional[DecodeLimits] = None) -> None:
+        self.embedder = embedder
+        self.limits = limits or DecodeLimits()
+
+    def prepare(self, record: FrameRecord) -> Prepared:
+        image = decode_image(record.image, record.content_type, self.limits)
+        return Prepared(image, image.size)
+
+    def embed(self, prepared: Sequence[Any]) -> np.ndarray:
+        return self.embedder.embed([p.data if isinstance(p, Prepared) else p for p in prepared])  # type: ignore[no-any-return]
+
+
+def as_extractor(made: Any, limits: DecodeLimits) -> Extractor:
+    """What an embedder factory made, as an Extractor: an index_store Embedder (preprocess, embed_tensor)
+    is wrapped by ImageExtractor, anything else with ``embed(images)`` by PilExtractor."""
+    if hasattr(made, "prepare") and hasattr(made, "embed"):
+        return made  # type: ignore[no-any-return]
+    if hasattr(made, "preprocess") and hasattr(made, "embed_tensor") and hasattr(made, "spec"):
+        return ImageExtractor(made, limits)
+    return PilExtractor(made, limits)
+
+
+def _trace(embedder: Any) -> None:
+    """Replace the embedder's eager model by a frozen TorchScript trace of it (same outputs).
+
+    The eager model dispatches each of its ~150 ops from Python, taking the GIL
+    back every time; with the loop, the decode pool and the Kafka client's
+    threads in the same process, each of those waits costs up to the
+    interpreter's switch interval. The trace runs the whole forward in C++.
+    A model that cannot be traced keeps running eagerly.
+    """
+    import torch
+
+    if isinstance(embedder.model, torch.jit.ScriptModule):
+        return
+    example = torch.zeros(2, 3, embedder.spec.crop, embedder.spec.crop, dtype=embedder.dtype)
+    try:
+        with torch.inference_mode():
+            embedder.model = torch.jit.freeze(
+                torch.jit.trace(embedder.model.eval(), example.to(embedder.device))
+            )
+    except Exception as e:  # noqa: BLE001 - tracing is an optimisation, never a reason not to serve
+        log.warning("model not traced (%s: %s): running it eagerly", type(e).__name__, e)
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def _check_jpeg(data: bytes, content_type: str, limits: DecodeLimits) -> tuple[int, int]:
+    """The checks decode_image makes before decoding pixels (size, type, pixel count), for the device path."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(data) > limits.max_bytes:
+        raise FrameDecodeError("message-too-large", f"{len(data)} bytes > limit {limits.max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise FrameDecodeError("undecodable", f"not a readable image: {e}") from e
+    if width * height > limits.max_pixels:
+        raise FrameDecodeError("image-too-large", f"{width}x{height} exceeds {limits.max_pixels} pixels")
+    if min(width, height) < limits.min_side:
+        raise FrameDecodeError(
+            "image-too-small", f"{width}x{height} is below {limits.min_side} pixels a side"
+        )
+    ctype = content_type.lower().split(";")[0].strip()
+    if ctype not in ("image/jpeg", "image/jpg", ""):
+        raise FrameDecodeError(
+            "unsupported-content-type", f"content type {content_type!r} is not JPEG or PNG"
+        )
+    return width, height
