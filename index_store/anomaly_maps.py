@@ -14,16 +14,18 @@ from collections import deque
 
 import numpy as np
 
-from index_store.knn import KnnIndex
+from index_store.knn import Searcher
 from index_store.spec import EmbedderSpec
 
 
-def score_maps(index: KnnIndex, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, h, w, D) patch features -> (N,) frame scores and (N, h, w) anomaly maps."""
+def score_maps(index: Searcher, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, h, w, D) patch features -> (N,) frame scores and (N, h, w) anomaly maps.
+
+    ``index``: a KnnIndex (faiss) or its DeviceKnn (device_knn.py); both score by the index's rule."""
     n, h, w, d = maps.shape
     if n == 0:
         return np.zeros(0, np.float32), np.zeros((0, h, w), np.float32)
-    per_location = index.score(maps.reshape(-1, d)).reshape(n, h, w)
+    per_location = index.search(maps.reshape(-1, d))[0].reshape(n, h, w)
     return per_location.reshape(n, -1).max(axis=1), per_location
 
 

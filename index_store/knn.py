@@ -8,17 +8,27 @@ Scoring rules (distances are squared Euclidean, as in DN2):
     farthest-point subsampling (PatchCore's memory compression).
 The same index holds global embeddings (one per frame) or patch features (one
 per grid location; ``anomaly_maps.py`` turns their scores into maps).
+``KnnIndex`` searches with faiss on the CPU; ``device_knn.py`` searches the same
+vectors on a torch device. Both are ``Searcher``s and both turn distances into
+scores with ``scores_from_sqdist``, so they score alike.
 Arrays in, arrays out: no Redis, no Kafka here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import faiss
 import numpy as np
 
 KINDS = ("exact", "kmeans", "coreset")
+
+
+class Searcher(Protocol):
+    """What scoring needs of an index: ``KnnIndex`` (faiss) or ``device_knn.DeviceKnn`` (torch)."""
+
+    def search(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def as_f32(x: np.ndarray) -> np.ndarray:
@@ -27,6 +37,19 @@ def as_f32(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D array of embeddings, got shape {x.shape}")
     return x
+
+
+def scores_from_sqdist(kind: str, sqdist: np.ndarray) -> np.ndarray:
+    """(N, k) squared distances to the k nearest, nearest first -> (N,) float32 scores by the kind's rule:
+    each distance clamped at 0 (float rounding can make it negative), then summed (kmeans) or averaged."""
+    sqdist = np.maximum(sqdist, 0.0)
+    return (sqdist.sum(axis=1) if kind == "kmeans" else sqdist.mean(axis=1)).astype(np.float32)
+
+
+def group_score(searcher: Searcher, embeddings: np.ndarray) -> float:
+    """Group anomaly score: the mean-pooled embedding of a set of frames, scored by the index's rule."""
+    pooled = as_f32(embeddings).mean(axis=0, keepdims=True)
+    return float(searcher.search(pooled)[0][0])
 
 
 def knn_sqdist(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -89,14 +112,11 @@ class KnnIndex:
         if q.shape[0] == 0:
             return np.zeros(0, dtype=np.float32), np.zeros((0, self.k), dtype=np.int64)
         dist, ids = self._index().search(q, min(self.k, self.size))
-        dist = np.maximum(dist, 0.0)
-        scores = dist.sum(axis=1) if self.kind == "kmeans" else dist.mean(axis=1)
-        return scores.astype(np.float32), ids
+        return scores_from_sqdist(self.kind, dist), ids
 
     def score_window(self, embeddings: np.ndarray) -> float:
-        """Group anomaly score: the mean-pooled embedding of a set of frames, scored by the same rule."""
-        pooled = as_f32(embeddings).mean(axis=0, keepdims=True)
-        return float(self.score(pooled)[0])
+        """Group anomaly score of a set of frames (see ``group_score``)."""
+        return group_score(self, embeddings)
 
 
 def build_exact(train: np.ndarray, k: int = 2) -> KnnIndex:

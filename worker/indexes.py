@@ -2,7 +2,9 @@
 
 A background thread listens on the Redis events channel (and checks the
 active pointers every ``poll_s`` as a fallback); a new version is loaded off
-the scoring thread and swapped in between batches. A version whose embedder
+the scoring thread and swapped in between batches, with its searcher (on a
+CUDA worker with room, its vectors copied to the device: index_store/device_knn.py;
+else faiss on the CPU). A version whose embedder
 spec or dimension differs from the worker's is refused (once: versions are
 immutable, so it is not reloaded until the pointer moves) and the old one stays.
 So is a version whose data is malformed (see index_store/validation.py), or whose
@@ -23,7 +25,7 @@ from typing import Callable, Optional
 import redis
 
 from index_store.errors import CorruptIndex, SpecMismatch, UnknownIndex
-from index_store.knn import KnnIndex
+from index_store.knn import KnnIndex, Searcher
 from index_store.repository import IndexMeta, IndexRepository, parse_event
 from index_store.spec import EmbedderSpec
 from worker.metrics import WorkerMetrics
@@ -35,6 +37,12 @@ log = logging.getLogger(__name__)
 class LoadedIndex:
     meta: IndexMeta
     index: KnnIndex
+    searcher: Optional[Searcher] = None  # searches ``index`` elsewhere (e.g. a DeviceKnn); None: faiss
+
+    @property
+    def knn(self) -> Searcher:
+        """What scoring searches: the searcher built with this version, else the index itself (faiss)."""
+        return self.searcher if self.searcher is not None else self.index
 
     @property
     def label(self) -> str:
@@ -50,8 +58,11 @@ class IndexSet:
         names: list[str],
         metrics: WorkerMetrics,
         poll_s: float = 5.0,
+        searcher_for: Optional[Callable[[KnnIndex], Searcher]] = None,
     ) -> None:
+        """``searcher_for`` builds each loaded version's searcher, on the watcher thread (None: faiss)."""
         self.repo_factory = repo_factory
+        self.searcher_for = searcher_for
         self.names = names
         self.metrics = metrics
         self.poll_s = poll_s
@@ -110,9 +121,10 @@ class IndexSet:
         except (SpecMismatch, CorruptIndex, UnknownIndex) as e:
             self._refuse(name, version, f"index {name} version {version} refused: {e}")
             return
+        searcher = self.searcher_for(index) if self.searcher_for is not None else None
         with self._lock:
             current = dict(self._current)
-            current[name] = LoadedIndex(meta, index)
+            current[name] = LoadedIndex(meta, index, searcher)
             self._current = current
         self._refused.pop(name, None)
         self.metrics.index_reloads.labels(name, "loaded").inc()

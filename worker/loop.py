@@ -33,7 +33,8 @@ from kafka import TopicPartition
 from kafka.errors import CorruptRecordError, InvalidRecordError, KafkaError
 from prometheus_client import CollectorRegistry
 
-from index_store.embedder import Embedder
+from index_store import device_knn
+from index_store.embedder import Embedder, pick_device
 from index_store.errors import IndexStoreError
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
@@ -90,10 +91,14 @@ class Worker:
         self.prepare, self.on_give_up = prepare, on_give_up
         self.embedder_factory = embedder_factory or (
             lambda spec: Embedder(
-                spec, cfg.device, cfg.precision, batch_size=cfg.max_batch, adapted=self.indexes.adapted
+                spec, str(self.device), cfg.precision, batch_size=cfg.max_batch, adapted=self.indexes.adapted
             )
         )
-        self.indexes = IndexSet(self._repository, self.routing.names(), self.metrics, cfg.index_poll_s)
+        self.device = pick_device(cfg.device)  # the embedder's; a CUDA worker searches its indexes there too
+        self.indexes = IndexSet(
+            self._repository, self.routing.names(), self.metrics, cfg.index_poll_s,
+            searcher_for=lambda index: device_knn.searcher_for(index, self.device),
+        )  # fmt: skip
         self.batcher: Batcher[PendingFrame] = Batcher(cfg.max_batch, cfg.max_wait_s, clock)
         self.rebalance = kafka_io.Rebalance()
         self.outbox = Outbox(lambda: kafka_io.make_producer(cfg), clock)

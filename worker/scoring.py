@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from index_store.anomaly_maps import hotspot, map_region, score_maps
+from index_store.knn import group_score
 from wire.anomaly_map import encode_map
 from wire.records import FrameRecord, ScoreRecord
 from worker.indexes import LoadedIndex
@@ -79,12 +80,12 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
     """
     if feats.ndim == 4:
         spec = loaded.meta.embedder_spec
-        scores, maps = score_maps(loaded.index, feats)
+        scores, maps = score_maps(loaded.knn, feats)
         return [
             Why(float(s), hotspot(m, spec, w, h), {**encode_map(m.tolist()), "box": map_region(spec, w, h)})
             for s, m, (w, h) in zip(scores, maps, sizes)
         ]
-    scores, ids = loaded.index.search(feats)
+    scores, ids = loaded.knn.search(feats)
     origins = loaded.meta.origins
     return [
         Why(float(s), neighbors=[origins[j] for j in row if 0 <= j < len(origins)] or None)
@@ -95,8 +96,8 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
 def window_score(loaded: LoadedIndex, window: np.ndarray) -> float:
     """Group score of a (W, D) window of embeddings or a (W, h, w, D) window of patch grids."""
     if window.ndim == 4:
-        return float(score_maps(loaded.index, window.mean(axis=0, keepdims=True))[0][0])
-    return loaded.index.score_window(window)
+        return float(score_maps(loaded.knn, window.mean(axis=0, keepdims=True))[0][0])
+    return group_score(loaded.knn, window)
 
 
 class Scorer:
