@@ -48,7 +48,7 @@ from worker.extract import Extractor, as_extractor
 from worker.health import HealthServer
 from worker.heartbeat import Heartbeat
 from worker.indexes import IndexSet
-from worker.metrics import WorkerMetrics
+from worker.metrics import WorkerMetrics, gpu_metrics
 from worker.offsets import OffsetTracker
 from worker.outbox import Outbox
 from worker.poison import Unparseable, skip_unparseable
@@ -95,6 +95,7 @@ class Worker:
             )
         )
         self.device = pick_device(cfg.device)  # the embedder's; a CUDA worker searches its indexes there too
+        gpu_metrics(self.registry, self.device)
         self.indexes = IndexSet(
             self._repository, self.routing.names(), self.metrics, cfg.index_poll_s,
             searcher_for=lambda index: device_knn.searcher_for(index, self.device),

@@ -3,14 +3,18 @@
 Labelled counters are created at zero for every label value known up front,
 so ``rate()``/``increase()`` see the first event. Gauges that describe state
 (readiness, stall) are computed at scrape time from the functions the worker
-passes in, never set as a side effect of a probe.
+passes in, never set as a side effect of a probe. So are the GPU gauges of a
+CUDA worker (``GpuCollector``), which a scrape leaves out when they cannot be read.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import logging
+from typing import Any, Callable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from wire.topics import DEAD_LETTER_REASONS
 
@@ -19,6 +23,10 @@ STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 RELOAD_RESULTS = ("loaded", "refused", "error")
 STALL_REASONS = ("loop-stuck", "no-progress")
 STAGES = ("decode", "score", "publish", "commit")
+GPU_UTILIZATION = "framewatch_gpu_utilization"
+GPU_MEMORY = "framewatch_gpu_memory_used_bytes"
+
+log = logging.getLogger(__name__)
 
 
 class WorkerMetrics:
@@ -92,3 +100,65 @@ class WorkerMetrics:
         self.stalled.set_function(lambda: 1.0 if stalled() else 0.0)
         self.paused.set_function(lambda: 1.0 if paused() else 0.0)
         self.pending_outputs.set_function(lambda: float(pending()))
+
+
+class GpuCollector(Collector):
+    """framewatch_gpu_utilization (percent, 0-100) and framewatch_gpu_memory_used_bytes, read at scrape time.
+
+    A reader that raises (utilisation needs NVML through the nvidia-ml-py
+    package, which an image may lack) leaves its gauge out of that scrape, with
+    one warning in the log: the scrape itself never fails.
+    """
+
+    def __init__(self, utilization: Callable[[], float], memory_used: Callable[[], float]) -> None:
+        self.gauges = (
+            (GPU_UTILIZATION, "Percent of the last sample period the GPU was busy (NVML)", utilization),
+            (GPU_MEMORY, "Bytes of GPU memory held by this worker's tensors (torch.cuda.memory_allocated)",
+             memory_used),
+        )  # fmt: skip
+        self._warned: set[str] = set()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The names, without reading the GPU (so registering does not call the readers)."""
+        for name, doc, _ in self.gauges:
+            yield GaugeMetricFamily(name, doc)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, doc, read in self.gauges:
+            try:
+                value = float(read())
+            except Exception as e:  # noqa: BLE001 - a metric must never break /metrics
+                if name not in self._warned:
+                    self._warned.add(name)
+                    log.warning("%s not exported: %s: %s", name, type(e).__name__, e)
+                continue
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+def gpu_metrics(
+    registry: CollectorRegistry,
+    device: Any,
+    utilization: Optional[Callable[[], float]] = None,
+    memory_used: Optional[Callable[[], float]] = None,
+) -> Optional[GpuCollector]:
+    """Register the GPU gauges when ``device`` (a torch.device or its name) is CUDA; None otherwise.
+
+    The readers default to ``torch.cuda.utilization(device)`` and
+    ``torch.cuda.memory_allocated(device)``; tests pass their own.
+    """
+    if str(device).split(":")[0] != "cuda":
+        return None
+
+    def read_utilization() -> float:
+        import torch
+
+        return float(torch.cuda.utilization(device))
+
+    def read_memory() -> float:
+        import torch
+
+        return float(torch.cuda.memory_allocated(device))
+
+    collector = GpuCollector(utilization or read_utilization, memory_used or read_memory)
+    registry.register(collector)
+    return collector

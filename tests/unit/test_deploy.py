@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from framewatch.settings import tomllib
 from producer.metrics import ProducerMetrics
-from worker.metrics import WorkerMetrics
+from worker.metrics import WorkerMetrics, gpu_metrics
 
 yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,6 @@ needs_promtool = pytest.mark.skipif(
 PENDING = {
     "framewatch_stage_busy_seconds_total",
     "framewatch_queue_depth",
-    "framewatch_gpu_utilization",
 }
 
 
@@ -49,6 +48,7 @@ def graph_panels() -> list[dict]:
 def exported_names() -> set[str]:
     registry = CollectorRegistry()
     WorkerMetrics(registry)
+    gpu_metrics(registry, "cuda", lambda: 50.0, lambda: 1.0)  # what a CUDA worker adds
     ProducerMetrics(registry)
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     return {f.name + s for f in registry.collect() for s in suffixes[f.type]}
