@@ -41,6 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--batch", type=int, default=32, help="the worker's max batch")
     p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=None, help="each throughput is measured this many times, "
+                   "alternating, and the best kept (default 3; --short 2): on a shared machine one run is noise")  # fmt: skip
     p.add_argument(
         "--latency-seconds",
         type=float,
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[str, Any]:
     import tempfile
 
+    import numpy as np
     from prometheus_client import CollectorRegistry
 
     from framewatch import bench
@@ -113,19 +116,31 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     bench.produce(kafka, topics.frames, bench.records(images, fast_n, content_type=ctype))
     fig: dict[str, Any] = {"device": str(embedder.device), "backbone": embedder.spec.label(), "batch": args.batch,
                            "frames": n}  # fmt: skip
-    fig["decode_fps"] = bench.decode_fps(extractor, frames)
-    say(f"decode {fig['decode_fps']:.1f}/s")
-    fig["extractor_fps"] = bench.extractor_fps(extractor, frames, args.batch)
-    say(f"extractor {fig['extractor_fps']:.1f}/s")
-    fig["raw_consume_fps"] = bench.raw_consume_fps(config("raw"), fast_n)
-    say(f"raw consume {fig['raw_consume_fps']:.1f}/s")
-    fig["null_pipeline_fps"] = bench.pipeline_fps(config("null"), null, fast_n)
-    say(f"null pipeline {fig['null_pipeline_fps']:.1f}/s")
-    registry = CollectorRegistry()
-    fig["pipeline_fps"] = bench.pipeline_fps(config("pipeline"), embedder, n, registry=registry)
-    say(f"pipeline {fig['pipeline_fps']:.1f}/s ({bench.where_time_went(registry)})")
-    fig["pipeline_over_extractor"] = fig["pipeline_fps"] / fig["extractor_fps"]
-    fig["null_over_raw"] = fig["null_pipeline_fps"] / fig["raw_consume_fps"]
+    # A shared machine's speed drifts by a third within minutes: each figure is measured in every
+    # round, the two sides of a ratio one right after the other. Throughputs are the best round's;
+    # ratios the median of the rounds' own ratios (both sides seen by the machine in one state).
+    repeats = max(1, args.repeats or (2 if args.short else 3))
+    rounds: dict[str, list[float]] = {}
+
+    def keep(key: str, value: float, note: str = "") -> float:
+        rounds.setdefault(key, []).append(value)
+        say(f"{key.removesuffix('_fps').replace('_', ' ')} {value:.1f}/s{note}")
+        return value
+
+    for r in range(repeats):
+        keep("decode_fps", bench.decode_fps(extractor, frames))
+        e = keep("extractor_fps", bench.extractor_fps(extractor, frames, args.batch))
+        registry = CollectorRegistry()
+        p = keep("pipeline_fps", bench.pipeline_fps(config(f"pipeline{r}"), embedder, n, registry=registry),
+                 f" ({bench.where_time_went(registry)})")  # fmt: skip
+        raw = keep("raw_consume_fps", bench.raw_consume_fps(config(f"raw{r}"), fast_n))
+        null_fps = keep("null_pipeline_fps", bench.pipeline_fps(config(f"null{r}"), null, fast_n))
+        rounds.setdefault("pipeline_over_extractor", []).append(p / e)
+        rounds.setdefault("null_over_raw", []).append(null_fps / raw)
+        say(f"round {r + 1}: pipeline / extractor {p / e:.2f}, null / raw {null_fps / raw:.2f}")
+    for key, values in rounds.items():
+        fig[key] = float(np.median(values)) if key.endswith(("_over_extractor", "_over_raw")) else max(values)
+    fig["repeats"] = repeats
     rate = fig["pipeline_fps"] / 2
     seconds = args.latency_seconds or (10.0 if args.short else 30.0)
     topics = bench.topics_for(tag + "-latency")
@@ -151,10 +166,11 @@ def report(fig: dict[str, Any], out: Any) -> None:
     ]
     print(f"framewatch bench: {fig['frames']} frames, {fig['backbone']} on {fig['device']}, batch {fig['batch']}",
           file=out)  # fmt: skip
-    print(f"{'':<38}{'frames/s':>10}", file=out)
+    print(f"{'':<38}{'frames/s':>10}   (best of {fig['repeats']} rounds)", file=out)
     for name, value in rows:
         print(f"{name:<38}{value:>10.1f}", file=out)
-    print(f"{'pipeline / extractor':<38}{fig['pipeline_over_extractor']:>10.2f}", file=out)
+    print(f"{'pipeline / extractor':<38}{fig['pipeline_over_extractor']:>10.2f}   (median of the rounds' ratios)",
+          file=out)  # fmt: skip
     print(f"{'null pipeline / raw consume':<38}{fig['null_over_raw']:>10.2f}", file=out)
     print(f"latency at {fig['offered_fps']:.1f} frames/s offered (half the pipeline's maximum): "
           f"p50 {fig['p50_latency_s']:.3f} s, p99 {fig['p99_latency_s']:.3f} s", file=out)  # fmt: skip

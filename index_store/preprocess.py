@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
@@ -60,10 +61,14 @@ def to_tensor(image: Image.Image, spec: EmbedderSpec) -> torch.Tensor:
         image = image.convert("RGB")
     image = TF.resize(image, spec.resize, interpolation=TF.InterpolationMode.BILINEAR)
     image = TF.center_crop(image, [spec.crop, spec.crop])
-    x = TF.pil_to_tensor(image).float().div_(255.0)
-    mean = torch.tensor(spec.mean).view(3, 1, 1)
-    std = torch.tensor(spec.std).view(3, 1, 1)
-    return x.sub_(mean).div_(std)
+    # Normalised in numpy, not torch: this runs in the worker's decode threads, and torch would
+    # split each of these small element-wise ops over its intra-op (OpenMP) threads: a team per
+    # decode thread, spinning against the embed stage's team for the same cores. Same float32
+    # operations in the same order, so the same values.
+    x = np.asarray(image, dtype=np.float32) / np.float32(255.0)
+    x -= np.asarray(spec.mean, dtype=np.float32)
+    x /= np.asarray(spec.std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
 def gpu_batch(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Sequence
 
 from wire import topics as t
@@ -195,7 +195,8 @@ class ScoreRecord:
 
     def encode(self) -> tuple[bytes, bytes]:
         """Return (key, value) for a Kafka message (strict JSON: a non-finite number raises ValueError)."""
-        return self.source.encode(), json.dumps(asdict(self), separators=(",", ":"), allow_nan=False).encode()
+        # vars(), not asdict(): asdict deep-copies every field, and this runs once per frame
+        return self.source.encode(), json.dumps(vars(self), separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> "ScoreRecord":

@@ -110,7 +110,7 @@ class Worker:
         self.scorer: Optional[Scorer] = None
         self.extractor: Optional[Extractor] = None
         self.stage_metrics = StageMetrics(self.registry)
-        self.pool = DecodePool(busy=self.stage_metrics.busy.labels("decode"))
+        self.pool = DecodePool(busy=self.stage_metrics.stage["decode"])
         self.stage: Optional[EmbedStage] = None  # started with the worker
         self.consumer: Any = None
         self.health: Optional[HealthServer] = None
@@ -220,7 +220,7 @@ class Worker:
             self._deliver()
         self._set_hold(self._hold_reason())
         assert self.stage is not None
-        if self.batcher.ready() and self.stage.full():  # backpressure: the partitions wait for the embed stage
+        if len(self.batcher) >= self.batcher.max_size and self.stage.full():  # backpressure: the partitions wait
             with self._busy("deliver"):
                 self.delivery.send_outcomes(self.stage.take(wait_s=BUSY_POLL_S))
             return
@@ -258,9 +258,12 @@ class Worker:
 
     def _poll(self) -> list[Any]:
         room = max(1, self.cfg.max_batch - len(self.batcher))
-        wait_s = self.batcher.time_left() if len(self.batcher) else 0.5
-        if self.stage is not None and self.stage.in_flight():
-            wait_s = min(wait_s, BUSY_POLL_S)
+        if self.stage is not None and self.stage.full():
+            wait_s = BUSY_POLL_S  # the batch cannot go before the stage has room: fill it meanwhile, not spinning
+        else:
+            wait_s = self.batcher.time_left() if len(self.batcher) else 0.5
+            if self.stage is not None and self.stage.in_flight():
+                wait_s = min(wait_s, BUSY_POLL_S)
         try:
             batches = self.consumer.poll(timeout_ms=max(1, int(wait_s * 1000)), max_records=room)
         except UNPARSEABLE as e:
@@ -333,7 +336,7 @@ class Worker:
         assert self.scorer is not None
         self.metrics.batch_size.observe(len(batch))
         with self.watchdog.calling("score"), self.metrics.stage_seconds.labels("score").time():
-            return score_batch(self.scorer, batch, self.indexes.snapshot(), self.stage_metrics.busy.labels("embed"))
+            return score_batch(self.scorer, batch, self.indexes.snapshot(), self.stage_metrics.stage["embed"])
 
     # -- delivery, offsets, rebalance -------------------------------------------------
     def _deliver(self) -> None:
@@ -456,7 +459,7 @@ class Worker:
         try:
             yield
         finally:
-            self.stage_metrics.busy.labels(stage).inc(time.thread_time() - t0)
+            self.stage_metrics.stage[stage].inc(time.thread_time() - t0)
 
     def _tripped(self, stall: Stall) -> None:
         self.metrics.watchdog_trips.labels(stall.reason).inc()

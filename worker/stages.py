@@ -47,8 +47,7 @@ class StageMetrics:
             "threads (summed), wall seconds of embedding and scoring (embed; not the wait for decodes)",
             ["stage"], registry=registry,
         )  # fmt: skip
-        for stage in BUSY_STAGES:
-            self.busy.labels(stage)
+        self.stage = {stage: self.busy.labels(stage) for stage in BUSY_STAGES}  # looked up once, not per call
         self.depth = Gauge("framewatch_queue_depth", "Items waiting in each queue between the stages", ["queue"],
                            registry=registry)  # fmt: skip
 

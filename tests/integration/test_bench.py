@@ -17,12 +17,12 @@ def test_bench_prints_every_figure_and_writes_exactly_the_documented_json_keys(t
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "-m", "framewatch.cli", "bench", "--frames", "8", "--batch", "4", "--backbone", "resnet18",
-         "--weights", "random", "--latency-seconds", "2", "--partitions", "1", "--json", str(out)],
+         "--weights", "random", "--latency-seconds", "2", "--partitions", "1", "--repeats", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     for line in ("decode (pool)", "extractor (decode + embed)", "pipeline (through the broker)",
-                 "null pipeline (no decode, no embed)", "raw consume", "pipeline / extractor", "p99"):  # fmt: skip
+                 "null pipeline (no decode, no embed)", "raw consume", "pipeline / extractor", "p99", "best of 1 rounds"):  # fmt: skip
         assert line in run.stdout
     figures = json.loads(out.read_text())
     assert tuple(figures) == JSON_KEYS
