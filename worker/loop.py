@@ -11,8 +11,8 @@ which every frame's output is acknowledged. So each consumed frame ends as a
 score record or a dead letter, at least once.
 
 The parts, each in its own module: ``OffsetTracker`` (what may be committed),
-``Outbox`` (delivery and retries), ``Rebalance`` (revocations, acted on here,
-outside the client's callbacks), ``Watchdog`` (stalls), ``IndexSet`` (hot swap),
+``Outbox`` (delivery and retries), ``Partitions`` (revocations and assignments, acted
+on after poll(), outside the client's callbacks; lag), ``Watchdog`` (stalls), ``IndexSet`` (hot swap),
 ``Scorer`` (the model), ``HealthServer`` (/healthz, /readyz, /metrics; up
 before anything else, whatever Kafka and Redis are doing).
 """
@@ -51,6 +51,7 @@ from worker.indexes import IndexSet
 from worker.metrics import WorkerMetrics, gpu_metrics
 from worker.offsets import OffsetTracker
 from worker.outbox import Outbox
+from worker.partitions import Partitions
 from worker.poison import Unparseable, skip_unparseable
 from worker.routing import Routing
 from worker.scoring import PendingFrame, Scorer
@@ -64,7 +65,6 @@ EXIT_STALLED = 70  # run() returns this when the watchdog gave up
 COMMIT_EVERY_S = 1.0
 # What poll() raises for a record it cannot parse (connection errors are KafkaErrors too, and are not these).
 UNPARSEABLE = (CorruptRecordError, InvalidRecordError, UnicodeError, ValueError, IndexError, struct.error)
-LAG_EVERY_S = 5.0
 EMBED_QUEUE_BATCHES = 2  # batches waiting for the embed stage before the loop stops polling
 BUSY_POLL_S = 0.02  # poll timeout while batches are in the embed stage, so their outcomes go out promptly
 HEARTBEAT_EVERY_S = 5.0  # the Redis health key (framewatch status) is written this often, from its own thread
@@ -106,6 +106,8 @@ class Worker:
         self.tracker = OffsetTracker()
         self.delivery = Delivery(cfg, self.outbox, self.tracker, self.metrics, clock)
         self.watchdog = Watchdog(cfg.stall_timeout_s, clock)
+        self.partitions = Partitions(self.rebalance, self.batcher, self.tracker, self.watchdog, self.metrics,
+                                     cfg.start_from, clock)  # fmt: skip
         self.watchdog_thread = WatchdogThread(self.watchdog, cfg.stall_exit_s, self._tripped, self._give_up)
         self.scorer: Optional[Scorer] = None
         self.extractor: Optional[Extractor] = None
@@ -118,9 +120,7 @@ class Worker:
         self._embedder_error: Optional[str] = None
         self._embedder_retry_at = 0.0
         self._connect_at, self._connect_backoff = 0.0, 0.5
-        self._last_lag = 0.0
         self._gave_up: Optional[Stall] = None
-        self._lags: dict[TopicPartition, int] = {}
         self._stop = threading.Event()
         self.metrics.computed(
             ready=lambda: self._ready()[0],
@@ -226,18 +226,18 @@ class Worker:
             return
         with self.watchdog.calling("poll"), self._busy("consume"):
             records = self._poll()
-            rewound = self._apply_rebalance()
+            rewound = self.partitions.apply(self.consumer, held=self.hold is not None)
             if rewound:  # read again from the committed offset
                 records = [m for m in records if TopicPartition(m.topic, m.partition) not in rewound]
             if self.hold is not None:
-                self._put_back(records)
+                self.partitions.put_back(self.consumer, records)
                 return
             for msg in records:
                 self._accept(msg)
         if self.batcher.ready() and not self.stage.full():  # else it waits in the batcher (see above)
             self.stage.submit(self.batcher.take())
         with self.watchdog.calling("lag"):
-            self._update_lag()
+            self.partitions.update_lag(self.consumer)
 
     def _connect(self) -> None:
         if self.clock() < self._connect_at:
@@ -273,14 +273,6 @@ class Worker:
             self._unparseable(bad)
             return []
         return [msg for messages in batches.values() for msg in messages]
-
-    def _put_back(self, records: list[Any]) -> None:
-        """Records that arrived while held (a partition assigned during the poll): read them again later."""
-        first: dict[TopicPartition, int] = {}
-        for msg in records:
-            first.setdefault(TopicPartition(msg.topic, msg.partition), msg.offset)
-        for tp, offset in first.items():
-            self.consumer.seek(tp, offset)
 
     def _accept(self, msg: Any) -> None:
         tp = TopicPartition(msg.topic, msg.partition)
@@ -347,52 +339,6 @@ class Worker:
         if self.clock() - self.delivery.last_commit >= COMMIT_EVERY_S:
             self.delivery.commit(self.consumer)
 
-    def _apply_rebalance(self) -> set[TopicPartition]:
-        """Act on what the client's listener recorded during poll(): never inside the callback itself.
-        Returns the partitions assigned (each rewound to its committed offset)."""
-        revoked, assigned = self.rebalance.take()
-        if revoked:
-            dropped = self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in revoked)
-            self.tracker.forget(revoked)
-            self._lags = {tp: n for tp, n in self._lags.items() if tp not in revoked}
-            self.watchdog.revoked(list(revoked))
-            for tp in revoked:
-                try:
-                    self.metrics.lag.remove(tp.topic, str(tp.partition))
-                except KeyError:
-                    pass
-            log.info("partitions revoked: %s (%d buffered frames left to their next owner)",
-                     sorted(tp.partition for tp in revoked), len(dropped))  # fmt: skip
-        if assigned:
-            self._rewind(assigned)
-            self.watchdog.assigned(list(assigned))
-            log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
-            if self.hold is not None:
-                self.consumer.pause(*assigned)
-        return assigned
-
-    def _rewind(self, assigned: set[TopicPartition]) -> None:
-        """Start each assigned partition at its committed offset, as a new owner would.
-
-        kafka-python 3 keeps the position of a partition held before and after a
-        rebalance, but the worker forgot that partition's open frames when it was
-        revoked (and dropped those still buffered): without this, they would be
-        skipped and the next commit would pass them.
-        """
-        self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in assigned)
-        self.tracker.forget(assigned)
-        for tp in assigned:
-            try:
-                committed = self.consumer.committed(tp)
-            except KafkaError as e:
-                log.warning("committed offset of %s/%d unknown (%s): asked again", tp.topic, tp.partition, e)
-                self.rebalance.on_partitions_assigned([tp])
-                continue
-            if committed is not None:
-                self.consumer.seek(tp, committed)
-            elif self.cfg.start_from == "earliest":
-                self.consumer.seek_to_beginning(tp)
-
     # -- holding, lag, health ---------------------------------------------------------
     def _hold_reason(self) -> Optional[str]:
         """Why consumption must wait: no index (or embedder) yet, outputs unacknowledged, or too many pending."""
@@ -421,21 +367,6 @@ class Worker:
                 self.consumer.resume(*assignment)
             log.info("consuming")
 
-    def _update_lag(self) -> None:
-        now = self.clock()
-        if now - self._last_lag < LAG_EVERY_S:
-            return
-        self._last_lag = now
-        try:
-            lags = kafka_io.lag(self.consumer)
-        except KafkaError as e:
-            log.debug("lag not updated: %s", e)
-            return
-        for tp, behind in lags.items():
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(behind)
-        self.watchdog.lag(lags)
-        self._lags = lags
-
     def _heartbeat(self) -> None:
         """Tell `framewatch status` what this worker serves (a Redis key that expires if the worker dies)."""
         repo = self._repository()
@@ -449,7 +380,7 @@ class Worker:
         return {
             "group": self.cfg.group_id, "topic": self.cfg.topics.frames, "partitions": assignment,
             "indexes": {n: li.meta.version for n, li in self.indexes.snapshot().items()},
-            "lag": sum(self._lags.values()) if self._lags else None, "ready": ready, "detail": detail,
+            "lag": self.partitions.total_lag(), "ready": ready, "detail": detail,
         }  # fmt: skip
 
     @contextlib.contextmanager
