@@ -22,7 +22,7 @@ JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps",
              "batch", "frames")  # fmt: skip
 
 
-FAST_FACTOR = 5  # raw consume and the null pipeline read this many times --frames
+FAST_FACTOR = 10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -157,6 +157,10 @@ def _float_header(h: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+# One encoder for every score record (json.dumps with options builds a new one per call).
+_STRICT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 @dataclass(frozen=True)
 class ScoreRecord:
     """One anomaly score for one frame, published as JSON to the score topic.
@@ -196,7 +200,7 @@ class ScoreRecord:
     def encode(self) -> tuple[bytes, bytes]:
         """Return (key, value) for a Kafka message (strict JSON: a non-finite number raises ValueError)."""
         # vars(), not asdict(): asdict deep-copies every field, and this runs once per frame
-        return self.source.encode(), json.dumps(vars(self), separators=(",", ":"), allow_nan=False).encode()
+        return self.source.encode(), _STRICT_JSON.encode(vars(self)).encode()
 
     @classmethod
     def decode(cls, value: bytes) -> "ScoreRecord":
