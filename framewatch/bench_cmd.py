@@ -19,7 +19,7 @@ from typing import Any
 
 JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps", "raw_consume_fps",
              "pipeline_over_extractor", "null_over_raw", "p50_latency_s", "p99_latency_s", "device", "backbone",
-             "batch", "frames")  # fmt: skip
+             "batch", "frames", "raw_consume_confluent_fps")  # fmt: skip
 
 
 FAST_FACTOR = 5  # raw consume and the null pipeline read this many times --frames
@@ -119,6 +119,9 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     say(f"extractor {fig['extractor_fps']:.1f}/s")
     fig["raw_consume_fps"] = bench.raw_consume_fps(config("raw"), fast_n)
     say(f"raw consume {fig['raw_consume_fps']:.1f}/s")
+    fig["raw_consume_confluent_fps"] = bench.raw_consume_confluent_fps(config("raw-confluent"), fast_n)
+    if fig["raw_consume_confluent_fps"] is not None:  # None: confluent-kafka not installed
+        say(f"raw consume (confluent-kafka) {fig['raw_consume_confluent_fps']:.1f}/s")
     fig["null_pipeline_fps"] = bench.pipeline_fps(config("null"), null, fast_n)
     say(f"null pipeline {fig['null_pipeline_fps']:.1f}/s")
     registry = CollectorRegistry()
@@ -149,6 +152,8 @@ def report(fig: dict[str, Any], out: Any) -> None:
         ("null pipeline (no decode, no embed)", fig["null_pipeline_fps"]),
         ("raw consume (kafka-python)", fig["raw_consume_fps"]),
     ]
+    if fig.get("raw_consume_confluent_fps") is not None:
+        rows.append(("raw consume (confluent-kafka)", fig["raw_consume_confluent_fps"]))
     print(f"framewatch bench: {fig['frames']} frames, {fig['backbone']} on {fig['device']}, batch {fig['batch']}",
           file=out)  # fmt: skip
     print(f"{'':<38}{'frames/s':>10}", file=out)
