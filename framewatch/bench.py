@@ -4,7 +4,8 @@
 - extractor: decode and embed, overlapped as the worker overlaps them, no Kafka;
 - pipeline: a whole worker, frames topic -> score topic, until every score is acknowledged;
 - null pipeline: the same worker with a no-op extractor (no decode, no embed);
-- raw consume: the worker's consumer settings reading the frames topic, nothing else;
+- raw consume: the worker's consumer settings reading the frames topic, nothing else
+  (with kafka-python, and with confluent-kafka when it is installed);
 - latency: frames offered at a fixed rate, capture time -> score record read back.
 
 Throughputs are steady state: the clock starts at the first frame done, so
@@ -147,6 +148,15 @@ def raw_consume_fps(cfg: WorkerConfig, n: int, timeout_s: float = 120.0) -> floa
         return (got - first) / max(1e-9, time.perf_counter() - t_first)
     finally:
         consumer.close(autocommit=False)
+
+
+def raw_consume_confluent_fps(cfg: WorkerConfig, n: int, timeout_s: float = 120.0) -> Optional[float]:
+    """``raw_consume_fps`` through the optional confluent-kafka client; None when it is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("confluent_kafka") is None:
+        return None
+    return raw_consume_fps(replace(cfg, kafka_client="confluent"), n, timeout_s)
 
 
 def pipeline_fps(

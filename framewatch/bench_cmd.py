@@ -19,7 +19,7 @@ from typing import Any
 
 JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps", "raw_consume_fps",
              "pipeline_over_extractor", "null_over_raw", "p50_latency_s", "p99_latency_s", "device", "backbone",
-             "batch", "frames")  # fmt: skip
+             "batch", "frames", "raw_consume_confluent_fps")  # fmt: skip
 
 
 FAST_FACTOR = 10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
@@ -134,12 +134,16 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         p = keep("pipeline_fps", bench.pipeline_fps(config(f"pipeline{r}"), embedder, n, registry=registry),
                  f" ({bench.where_time_went(registry)})")  # fmt: skip
         raw = keep("raw_consume_fps", bench.raw_consume_fps(config(f"raw{r}"), fast_n))
+        confluent = bench.raw_consume_confluent_fps(config(f"raw-confluent{r}"), fast_n)
+        if confluent is not None:  # None: confluent-kafka not installed
+            keep("raw_consume_confluent_fps", confluent, " (confluent-kafka)")
         null_fps = keep("null_pipeline_fps", bench.pipeline_fps(config(f"null{r}"), null, fast_n))
         rounds.setdefault("pipeline_over_extractor", []).append(p / e)
         rounds.setdefault("null_over_raw", []).append(null_fps / raw)
         say(f"round {r + 1}: pipeline / extractor {p / e:.2f}, null / raw {null_fps / raw:.2f}")
     for key, values in rounds.items():
         fig[key] = float(np.median(values)) if key.endswith(("_over_extractor", "_over_raw")) else max(values)
+    fig.setdefault("raw_consume_confluent_fps", None)
     fig["repeats"] = repeats
     rate = fig["pipeline_fps"] / 2
     seconds = args.latency_seconds or (10.0 if args.short else 30.0)
@@ -164,6 +168,8 @@ def report(fig: dict[str, Any], out: Any) -> None:
         ("null pipeline (no decode, no embed)", fig["null_pipeline_fps"]),
         ("raw consume (kafka-python)", fig["raw_consume_fps"]),
     ]
+    if fig.get("raw_consume_confluent_fps") is not None:
+        rows.append(("raw consume (confluent-kafka)", fig["raw_consume_confluent_fps"]))
     print(f"framewatch bench: {fig['frames']} frames, {fig['backbone']} on {fig['device']}, batch {fig['batch']}",
           file=out)  # fmt: skip
     print(f"{'':<38}{'frames/s':>10}   (best of {fig['repeats']} rounds)", file=out)

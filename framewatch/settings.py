@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from wire.errors import FramewatchError
-from wire.settings import KafkaSettings, RedisSettings
+from wire.settings import KAFKA_CLIENTS, KafkaSettings, RedisSettings
 from wire.topics import Topics
 
 if sys.version_info >= (3, 11):
@@ -43,6 +43,7 @@ ENV_VARS = {
     "FRAMEWATCH_KAFKA_SASL_USERNAME": "SASL user",
     "FRAMEWATCH_KAFKA_SASL_PASSWORD": "SASL password (never logged)",
     "FRAMEWATCH_KAFKA_SSL_CAFILE": "CA bundle for SSL",
+    "FRAMEWATCH_KAFKA_CLIENT": "the worker's Kafka consumer: kafka-python (default) | confluent",
     "FRAMEWATCH_REDIS_CA": "CA bundle for rediss://",
     "FRAMEWATCH_TOPIC_FRAMES": "input topic (default frames)",
     "FRAMEWATCH_TOPIC_SCORES": "output topic (default scores)",
@@ -121,6 +122,17 @@ def kafka_settings(bootstrap: Optional[str], env: Mapping[str, str] = os.environ
         sasl_password=env.get("FRAMEWATCH_KAFKA_SASL_PASSWORD") or None,
         ssl_cafile=env.get("FRAMEWATCH_KAFKA_SSL_CAFILE") or None,
     )
+
+
+def kafka_client(flag: Optional[str], env: Mapping[str, str] = os.environ) -> str:
+    """The worker's consumer client: ``--kafka-client``, else FRAMEWATCH_KAFKA_CLIENT, else kafka-python.
+
+    :raises ConfigError: a client framewatch does not know.
+    """
+    name = (flag or env.get("FRAMEWATCH_KAFKA_CLIENT") or KAFKA_CLIENTS[0]).strip().lower()
+    if name not in KAFKA_CLIENTS:
+        raise ConfigError(f"Kafka client {name!r}: use one of {', '.join(KAFKA_CLIENTS)}")
+    return name
 
 
 def redis_settings(url: Optional[str], env: Mapping[str, str] = os.environ) -> Optional[RedisSettings]:

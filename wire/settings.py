@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+KAFKA_CLIENTS = ("kafka-python", "confluent")  # the worker's consumer client; the first is the default
+
 
 @dataclass(frozen=True)
 class KafkaSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wire.settings import KafkaSettings, RedisSettings
+from wire.settings import KAFKA_CLIENTS, KafkaSettings, RedisSettings
 from wire.topics import Topics
 from worker.decode import DecodeLimits
 
@@ -39,6 +39,7 @@ class WorkerConfig:
     start_from: str = "latest"
     stall_timeout_s: float = 120.0  # watchdog: no progress (or one call) this long -> not ready
     stall_exit_s: float = 600.0  # watchdog: stalled this long -> the worker gives up (exits non-zero)
+    kafka_client: str = "kafka-python"  # the consumer's client: kafka-python, or confluent (optional extra)
 
     def __post_init__(self) -> None:
         from wire.errors import FramewatchError
@@ -55,6 +56,7 @@ class WorkerConfig:
                 ("stall_timeout_s", self.stall_timeout_s > 0, "positive"),
                 ("stall_exit_s", self.stall_exit_s >= self.stall_timeout_s, "at least stall_timeout_s"),
                 ("metrics_port", 0 <= self.metrics_port < 65536, "a TCP port (0 = any free one)"),
+                ("kafka_client", self.kafka_client in KAFKA_CLIENTS, " or ".join(KAFKA_CLIENTS)),
             )
             if not ok
         ]

@@ -5,13 +5,18 @@ client callback: kafka-python 3.x runs rebalance listeners on its own IO
 thread, where a blocking call (a commit) fails and wedges the group. The
 listener here only records what was revoked or assigned; the loop picks that
 up after ``poll()`` returns (``Rebalance.take()``).
+
+``make_consumer`` builds kafka-python's consumer, or, with ``kafka_client =
+"confluent"``, ``worker.kafka_confluent.ConfluentConsumer``: the same methods
+and types over librdkafka (faster on large frames). The producer is
+kafka-python's either way.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -53,7 +58,16 @@ class Rebalance(ConsumerRebalanceListener):
         return revoked, assigned
 
 
-def make_consumer(cfg: WorkerConfig, listener: Rebalance) -> KafkaConsumer:
+def make_consumer(cfg: WorkerConfig, listener: Rebalance) -> Any:
+    """The consumer ``cfg.kafka_client`` names, subscribed to the frames topic, offsets committed only by the loop.
+
+    :raises FramewatchError: confluent is chosen and not installed.
+    :raises KafkaError: the client cannot be created.
+    """
+    if cfg.kafka_client == "confluent":
+        from worker.kafka_confluent import ConfluentConsumer
+
+        return ConfluentConsumer(cfg, cfg.topics.frames, listener)
     consumer = KafkaConsumer(
         group_id=cfg.group_id,
         enable_auto_commit=False,
@@ -91,24 +105,27 @@ def output_limit(cfg: WorkerConfig) -> int:
     return cfg.kafka.max_message_bytes
 
 
-def commit(consumer: KafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+def commit(consumer: Any, positions: dict[TopicPartition, int]) -> None:
     if positions:
         consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in positions.items()})
 
 
-def lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
-    """Messages behind the log end, per assigned partition."""
+def lag(consumer: Any) -> dict[TopicPartition, int]:
+    """Messages behind the log end, per assigned partition whose position is known."""
     assignment = list(consumer.assignment())
     if not assignment:
         return {}
     ends = consumer.end_offsets(assignment)
-    return {tp: max(0, ends[tp] - consumer.position(tp)) for tp in assignment if tp in ends}
+    positions = {tp: consumer.position(tp) for tp in assignment if tp in ends}
+    return {tp: max(0, ends[tp] - pos) for tp, pos in positions.items() if pos is not None}
 
 
-def broker_connected(consumer: Optional[KafkaConsumer]) -> bool:
+def broker_connected(consumer: Any) -> bool:
     """True when the consumer holds a live connection to at least one broker."""
     if consumer is None:
         return False
+    if hasattr(consumer, "connected"):  # ConfluentConsumer: from librdkafka's statistics
+        return bool(consumer.connected())
     client = consumer._client  # noqa: SLF001 - kafka-python exposes no public check
     try:
         return any(client.connected(b.node_id) for b in client.cluster.brokers())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -29,3 +30,7 @@ def test_bench_prints_every_figure_and_writes_exactly_the_documented_json_keys(t
     assert figures["frames"] == 8 and figures["batch"] == 4 and figures["device"] == "cpu"
     assert all(figures[k] > 0 for k in ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps",
                                         "raw_consume_fps", "p50_latency_s", "p99_latency_s"))  # fmt: skip
+    if importlib.util.find_spec("confluent_kafka") is not None:  # the optional client, measured beside the other
+        assert figures["raw_consume_confluent_fps"] > 0 and "raw consume (confluent-kafka)" in run.stdout
+    else:
+        assert figures["raw_consume_confluent_fps"] is None
