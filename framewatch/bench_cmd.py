@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--frames", type=int, default=None, help="frames per measurement (default 400; --short 160)"
     )
-    p.add_argument("--short", action="store_true", help="about a minute on 2 CPU cores")
+    p.add_argument("--short", action="store_true", help="about a minute and a half on 2 CPU cores (2 rounds, fewer frames)")
     p.add_argument(
         "--folder", default=None, help="JPEG/PNG frames from this folder instead of synthetic ones"
     )
