@@ -218,6 +218,18 @@ def test_images_have_cpu_and_cuda_targets_without_the_embedded_services():
     assert "embedded" in (DEPLOY / "install.sh").read_text()  # the README's two commands keep working
 
 
+def test_each_image_target_copies_every_package_the_cli_imports():
+    """`framewatch alert` or `review` in the image must not die with ModuleNotFoundError."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in include}
+    for target in ("cpu", "cuda"):
+        body = re.split(r"^FROM ", dockerfile, flags=re.M)
+        stage = next(b for b in body if re.match(rf"\S+ AS {target}$", b.splitlines()[0]))
+        copied = set(re.findall(r"^COPY (\w+) \1$", stage, re.M))
+        assert packages <= copied, f"{target} image lacks {sorted(packages - copied)}"
+
+
 # -- Kubernetes ---------------------------------------------------------------------------
 def k8s_objects() -> list[dict]:
     docs = []
