@@ -437,3 +437,23 @@ def frames(source: str, n: int, start: int = 0, image: Optional[Callable[[int], 
                     content_type="image/png", origin=f"img/{i:04d}.png")  # fmt: skip
         for i in range(start, start + n)
     ]
+
+
+def restart_resumes_from_commits(
+    cfg: WorkerConfig, kafka: KafkaSettings, topics: Topics, later: list[FrameRecord], produced: set[str],
+    poison_id: str,
+) -> None:
+    """A worker restarted in the same group starts from the committed offsets: the ``later`` frames are
+    scored, the poison record is not read again, and nothing is scored twice."""
+    again = start_worker(cfg)
+    try:
+        assert wait_assigned(again)
+        produce_frames(kafka, topics.frames, later)
+        produced = produced | ids(later)
+        assert wait_for_ids(kafka, topics, produced, 60)
+        scored, letters = assert_nothing_lost(kafka, topics, produced, {poison_id})
+        assert len(letters[poison_id]) == 1, "the poison record was read again"
+        assert all(len(recs) == 1 for recs in scored.values()), "frames scored again after the restart"
+    finally:
+        again.close()
+    assert again.exit_code == [0]

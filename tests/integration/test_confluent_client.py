@@ -51,15 +51,4 @@ def test_confluent_worker_scores_once_dead_letters_a_bad_header_key_and_resumes_
         running.close()
     assert running.exit_code == [0]
 
-    again = h.start_worker(cfg)  # same group: it starts from the committed offsets
-    try:
-        assert h.wait_assigned(again)
-        h.produce_frames(kafka_settings, topics.frames, later)
-        produced |= ids(later)
-        assert h.wait_for_ids(kafka_settings, topics, produced, 60)
-        scored, letters = h.assert_nothing_lost(kafka_settings, topics, produced, {"poison-1"})
-        assert len(letters["poison-1"]) == 1, "the poison record was read again"
-        assert all(len(recs) == 1 for recs in scored.values()), "frames scored again after the restart"
-    finally:
-        again.close()
-    assert again.exit_code == [0]
+    h.restart_resumes_from_commits(cfg, kafka_settings, topics, later, produced, "poison-1")  # same group
