@@ -331,11 +331,18 @@ def metric_value(body: str, sample: str) -> float:
 class Feeder:
     """Produces frames from a background thread at about ``rate`` frames a second, so they flow during a fault."""
 
-    def __init__(self, settings: KafkaSettings, topic: str, frames: list[FrameRecord], rate: float = 10.0) -> None:
-        self.settings, self.topic, self.frames, self.rate = settings, topic, frames, rate
+    def __init__(self, settings: KafkaSettings, topic: str, frames: list[FrameRecord], rate: float = 10.0,
+                 hold_at: Optional[int] = None) -> None:  # fmt: skip
+        """``hold_at``: before sending that frame, wait for ``release()`` (a fault lands mid-stream however
+        long the set-up before it took)."""
+        self.settings, self.topic, self.frames, self.rate, self.hold_at = settings, topic, frames, rate, hold_at
         self.sent = 0
         self.error: Optional[BaseException] = None
+        self._released = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def release(self) -> None:
+        self._released.set()
 
     def start(self) -> "Feeder":
         self._thread.start()
@@ -344,7 +351,9 @@ class Feeder:
     def _run(self) -> None:
         producer = KafkaProducer(acks="all", **self.settings.client_kwargs())
         try:
-            for f in self.frames:
+            for i, f in enumerate(self.frames):
+                if i == self.hold_at and not self._released.wait(120):
+                    raise TimeoutError(f"feeder held at frame {i}: never released")
                 key, value, headers = f.encode()
                 producer.send(self.topic, key=key, value=value, headers=headers).get(timeout=30)
                 self.sent += 1

@@ -112,17 +112,18 @@ def test_workers_join_and_leave_mid_stream_nothing_wedges(kafka_settings, redis_
     b = c = None
     try:
         assert h.wait_until(lambda: bool(a.assigned()), 60), a.output()
-        feeder = h.Feeder(kafka_settings, topics.frames, produced, rate=8).start()
+        # the last third waits until B and C are in the group, however long their start took,
+        # so that B leaves mid-stream: while that third is being produced and scored
+        feeder = h.Feeder(kafka_settings, topics.frames, produced, rate=8, hold_at=len(produced) * 2 // 3).start()
         t0 = time.monotonic()
         time.sleep(5)
         b = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
         time.sleep(5)
         c = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
-        assert h.wait_until(lambda: bool(b.assigned()), 60), b.output()
+        assert h.wait_until(lambda: bool(b.assigned()) and bool(c.assigned()), 60), b.output() + c.output()
         time.sleep(max(0.0, t0 + 15 - time.monotonic()))
-        assert len(h.scores(kafka_settings, topics.scores)) < len(produced), (
-            "B left too late to be mid-stream"
-        )
+        feeder.release()
+        time.sleep(1.0)
         assert b.terminate(timeout=60) == 0, b.output()
         feeder.join()
         if not h.wait_for_ids(kafka_settings, topics, ids(produced), 60):
