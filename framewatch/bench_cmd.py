@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from framewatch import allocator
+
 JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps", "raw_consume_fps",
              "pipeline_over_extractor", "null_over_raw", "p50_latency_s", "p99_latency_s", "device", "backbone",
-             "batch", "frames", "raw_consume_confluent_fps")  # fmt: skip
+             "batch", "frames", "raw_consume_confluent_fps", "malloc")  # fmt: skip
 
 
 FAST_FACTOR = 10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
@@ -115,7 +117,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     fast_n = FAST_FACTOR * n  # the figures without a model go faster: more frames, for a steady state
     bench.produce(kafka, topics.frames, bench.records(images, fast_n, content_type=ctype))
     fig: dict[str, Any] = {"device": str(embedder.device), "backbone": embedder.spec.label(), "batch": args.batch,
-                           "frames": n}  # fmt: skip
+                           "frames": n, "malloc": allocator.state()}  # fmt: skip
     # A shared machine's speed drifts by a third within minutes: each figure is measured in every
     # round, the two sides of a ratio one right after the other. Throughputs are the best round's;
     # ratios the median of the rounds' own ratios (both sides seen by the machine in one state).
@@ -170,8 +172,8 @@ def report(fig: dict[str, Any], out: Any) -> None:
     ]
     if fig.get("raw_consume_confluent_fps") is not None:
         rows.append(("raw consume (confluent-kafka)", fig["raw_consume_confluent_fps"]))
-    print(f"framewatch bench: {fig['frames']} frames, {fig['backbone']} on {fig['device']}, batch {fig['batch']}",
-          file=out)  # fmt: skip
+    print(f"framewatch bench: {fig['frames']} frames, {fig['backbone']} on {fig['device']}, batch {fig['batch']}, "
+          f"malloc {fig.get('malloc', 'not recorded')}", file=out)  # fmt: skip
     print(f"{'':<38}{'frames/s':>10}   (best of {fig['repeats']} rounds)", file=out)
     for name, value in rows:
         print(f"{name:<38}{value:>10.1f}", file=out)

@@ -29,7 +29,7 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
-from framewatch import logs
+from framewatch import allocator, logs
 from framewatch import settings as cfg
 from framewatch.signals import stop_on_signals
 from wire.errors import FramewatchError
@@ -124,6 +124,7 @@ def _split_global_flags(argv: Sequence[str]) -> tuple[argparse.Namespace, list[s
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    allocator.tune()  # first: it holds for the threads started after it
     glob, rest = _split_global_flags(sys.argv[1:] if argv is None else argv)
     command = next((a for a in rest if not a.startswith("-")), None)
     args = build_parser(command).parse_args(rest)

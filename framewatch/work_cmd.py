@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from framewatch import flags
+from framewatch import allocator, flags
 from framewatch.settings import kafka_client
 from framewatch.signals import exit_later, stop_on_signals
 from wire.errors import FramewatchError
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     stop = stop_on_signals(hard_exit_after_s=args.drain_timeout + 15.0)
     set_cpu_threads(args.threads)
+    log.info("malloc: %s", allocator.state())
     cfg = WorkerConfig(
         kafka=kafka, redis=redis, index=args.index, routes=tuple(args.route), topics=topics,
         group_id=args.group, worker_id=args.worker_id or "", max_batch=args.max_batch, max_wait_s=args.max_wait,

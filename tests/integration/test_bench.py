@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
 import subprocess
 import sys
 
@@ -28,6 +29,8 @@ def test_bench_prints_every_figure_and_writes_exactly_the_documented_json_keys(t
     figures = json.loads(out.read_text())
     assert tuple(figures) == JSON_KEYS
     assert figures["frames"] == 8 and figures["batch"] == 4 and figures["device"] == "cpu"
+    if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":  # set up before the worker's threads start
+        assert figures["malloc"].startswith("glibc, kept for reuse") and figures["malloc"] in run.stdout
     assert all(figures[k] > 0 for k in ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps",
                                         "raw_consume_fps", "p50_latency_s", "p99_latency_s"))  # fmt: skip
     if importlib.util.find_spec("confluent_kafka") is not None:  # the optional client, measured beside the other
