@@ -119,6 +119,13 @@ def _bounded_id(value: str, what: str) -> str:
     return value
 
 
+def _int_or(text: Optional[str], default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default
+
+
 def _cut(text: str, limit: int) -> str:
     """At most ``limit`` characters; a cut text ends with a marker that says how long it was."""
     if len(text) <= limit:
@@ -236,6 +243,8 @@ class DeadLetter:
     partition: int = -1
     offset: int = -1
     payload_omitted: bool = False  # read back from a dead letter whose value did not fit (encode decides anew)
+    payload_size: int = -1  # read back with payload_omitted: the left-out value's size in bytes
+    payload_sha256: str = ""  # and its sha256 (hex), to match it with the frame in the source topic
 
     def encode(self, max_bytes: Optional[int] = None) -> tuple[Optional[bytes], Optional[bytes], Headers]:
         """(key, value, headers) of the dead-letter message.
@@ -254,7 +263,10 @@ class DeadLetter:
         ]
         kept = [(k, v) for k, v in self.headers if not k.startswith("fw-error-")]
         key, value = self.key, self.value
-        if max_bytes is not None and _size(key, value, kept) > max_bytes:
+        if self.payload_omitted and value is None:  # a dead letter read back: its payload was left out before
+            extra += [(t.H_ERROR_PAYLOAD, b"omitted"), (t.H_ERROR_PAYLOAD_SIZE, str(self.payload_size).encode()),
+                      (t.H_ERROR_PAYLOAD_SHA256, self.payload_sha256.encode())]  # fmt: skip
+        elif max_bytes is not None and _size(key, value, kept) > max_bytes:
             extra += [
                 (t.H_ERROR_PAYLOAD, b"omitted"),
                 (t.H_ERROR_PAYLOAD_SIZE, str(len(value or b"")).encode()),
@@ -285,6 +297,8 @@ class DeadLetter:
             partition=int(err.get(t.H_ERROR_PARTITION, "-1")),
             offset=int(err.get(t.H_ERROR_OFFSET, "-1")),
             payload_omitted=err.get(t.H_ERROR_PAYLOAD) == "omitted",
+            payload_size=_int_or(err.get(t.H_ERROR_PAYLOAD_SIZE), -1),
+            payload_sha256=err.get(t.H_ERROR_PAYLOAD_SHA256, ""),
         )
 
     def header(self, name: str) -> Optional[str]:

@@ -146,6 +146,9 @@ def test_a_dead_letter_that_would_not_fit_keeps_reason_size_and_hash_but_not_the
     assert "fw-origin" not in h and len(h["fw-error-detail"]) <= 1000  # 100 KB of headers dropped too
     back = DeadLetter.decode(key, value, headers)
     assert back.payload_omitted and back.reason == "undecodable" and (back.partition, back.offset) == (2, 9)
+    assert (back.payload_size, back.payload_sha256) == (2_000_000, hashlib.sha256(big).hexdigest())
+    again = dict(back.encode(max_bytes=1_000_000)[2])  # passed on (a DLQ replayer): size and hash unchanged
+    assert again["fw-error-payload-size"] == b"2000000" and again["fw-error-payload-sha256"] == h["fw-error-payload-sha256"]
     assert letter.encode(max_bytes=5_000_000)[1] == big  # it fits: kept whole
 
 
