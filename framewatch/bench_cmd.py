@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from framewatch import allocator
+from wire.settings import KAFKA_CLIENTS
 
 JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps", "raw_consume_fps",
              "pipeline_over_extractor", "null_over_raw", "p50_latency_s", "p99_latency_s", "device", "backbone",
-             "batch", "frames", "raw_consume_confluent_fps", "malloc")  # fmt: skip
+             "batch", "frames", "raw_consume_confluent_fps", "malloc", "kafka_client")  # fmt: skip
 
 
 FAST_FACTOR = 10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
@@ -43,6 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--batch", type=int, default=32, help="the worker's max batch")
     p.add_argument("--partitions", type=int, default=2)
+    p.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default=None,
+                   help="the worker's client (else FRAMEWATCH_KAFKA_CLIENT; default kafka-python); the null pipeline "
+                        "is compared with raw consume through the same client")  # fmt: skip
     p.add_argument("--repeats", type=int, default=None, help="each throughput is measured this many times, "
                    "alternating, and the best kept (default 3; --short 2): on a shared machine one run is noise")  # fmt: skip
     p.add_argument(
@@ -60,8 +66,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from framewatch.demo import services
+    from framewatch.settings import kafka_client
 
     n = args.frames or (160 if args.short else 400)
+    args.kafka_client = kafka_client(args.kafka_client, getattr(args, "environment", os.environ))
+    if args.kafka_client == "confluent":
+        from worker.kafka_confluent import require
+
+        require()  # not installed: one clear line before anything starts
     with services(args) as (kafka, redis):
         figures = measure(args, n, kafka, redis)
     report(figures, sys.stdout)
@@ -107,7 +119,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         return WorkerConfig(kafka=kafka, redis=redis, index=meta.name, topics=topics, group_id=f"bench-{tag}-{name}",
                             max_batch=args.batch, max_wait_s=0.05, metrics_host="127.0.0.1", metrics_port=0,
                             device=args.device, session_timeout_ms=6000, heartbeat_interval_ms=1000, start_from="earliest",
-                            index_poll_s=1.0)  # fmt: skip
+                            index_poll_s=1.0, kafka_client=args.kafka_client)  # fmt: skip
 
     extractor, null = ImageExtractor(embedder), NullExtractor(embedder.dim)
     topics = bench.topics_for(tag)
@@ -117,7 +129,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     fast_n = FAST_FACTOR * n  # the figures without a model go faster: more frames, for a steady state
     bench.produce(kafka, topics.frames, bench.records(images, fast_n, content_type=ctype))
     fig: dict[str, Any] = {"device": str(embedder.device), "backbone": embedder.spec.label(), "batch": args.batch,
-                           "frames": n, "malloc": allocator.state()}  # fmt: skip
+                           "frames": n, "malloc": allocator.state(), "kafka_client": args.kafka_client}  # fmt: skip
     # A shared machine's speed drifts by a third within minutes: each figure is measured in every
     # round, the two sides of a ratio one right after the other. Throughputs are the best round's;
     # ratios the median of the rounds' own ratios (both sides seen by the machine in one state).
@@ -135,10 +147,12 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         registry = CollectorRegistry()
         p = keep("pipeline_fps", bench.pipeline_fps(config(f"pipeline{r}"), embedder, n, registry=registry),
                  f" ({bench.where_time_went(registry)})")  # fmt: skip
-        raw = keep("raw_consume_fps", bench.raw_consume_fps(config(f"raw{r}"), fast_n))
+        raw = keep("raw_consume_fps", bench.raw_consume_fps(replace(config(f"raw{r}"), kafka_client="kafka-python"), fast_n))
         confluent = bench.raw_consume_confluent_fps(config(f"raw-confluent{r}"), fast_n)
         if confluent is not None:  # None: confluent-kafka not installed
             keep("raw_consume_confluent_fps", confluent, " (confluent-kafka)")
+        if args.kafka_client == "confluent" and confluent is not None:  # compared through the worker's client
+            raw = confluent
         null_fps = keep("null_pipeline_fps", bench.pipeline_fps(config(f"null{r}"), null, fast_n))
         rounds.setdefault("pipeline_over_extractor", []).append(p / e)
         rounds.setdefault("null_over_raw", []).append(null_fps / raw)
@@ -179,6 +193,7 @@ def report(fig: dict[str, Any], out: Any) -> None:
         print(f"{name:<38}{value:>10.1f}", file=out)
     print(f"{'pipeline / extractor':<38}{fig['pipeline_over_extractor']:>10.2f}   (median of the rounds' ratios)",
           file=out)  # fmt: skip
-    print(f"{'null pipeline / raw consume':<38}{fig['null_over_raw']:>10.2f}", file=out)
+    print(f"{'null pipeline / raw consume':<38}{fig['null_over_raw']:>10.2f}   (worker and raw consume through "
+          f"{fig.get('kafka_client', 'kafka-python')})", file=out)  # fmt: skip
     print(f"latency at {fig['offered_fps']:.1f} frames/s offered (half the pipeline's maximum): "
           f"p50 {fig['p50_latency_s']:.3f} s, p99 {fig['p99_latency_s']:.3f} s", file=out)  # fmt: skip

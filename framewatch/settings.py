@@ -125,7 +125,8 @@ def kafka_settings(bootstrap: Optional[str], env: Mapping[str, str] = os.environ
 
 
 def kafka_client(flag: Optional[str], env: Mapping[str, str] = os.environ) -> str:
-    """The worker's consumer client: ``--kafka-client``, else FRAMEWATCH_KAFKA_CLIENT, else kafka-python.
+    """The worker's Kafka client (consumer and outputs): ``--kafka-client``, else FRAMEWATCH_KAFKA_CLIENT,
+    else kafka-python.
 
     :raises ConfigError: a client framewatch does not know.
     """

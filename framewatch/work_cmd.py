@@ -66,8 +66,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--stall-exit", type=flags.positive, default=600.0,
                    help="seconds stalled before the worker gives up and exits with code 70")  # fmt: skip
     p.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default=None,
-                   help="the consumer's client (else FRAMEWATCH_KAFKA_CLIENT; default kafka-python): confluent "
-                        "(librdkafka, pip install 'framewatch[confluent]') reads large frames faster")  # fmt: skip
+                   help="the client consuming frames and sending outputs (else FRAMEWATCH_KAFKA_CLIENT; default "
+                        "kafka-python): confluent (librdkafka, pip install 'framewatch[confluent]') is faster")  # fmt: skip
     flags.add_connection_flags(p)
     flags.add_embed_flags(p)
     p.set_defaults(func=run)

@@ -152,25 +152,14 @@ def kafka_error(error: Any, doing: str) -> kerr.KafkaError:
     return _LOCAL_ERRORS.get(name, kerr.KafkaError)(text)
 
 
-def config_of(cfg: Any) -> dict[str, Any]:
-    """librdkafka properties equivalent to ``kafka_io.make_consumer``'s kafka-python settings."""
-    k = cfg.kafka
+def client_config_of(k: Any) -> dict[str, Any]:
+    """librdkafka properties both clients share: brokers, client id, security (from ``KafkaSettings``)."""
     conf: dict[str, Any] = {
         "bootstrap.servers": k.bootstrap,
         "client.id": k.client_id,
         "security.protocol": k.security_protocol.lower(),
-        "group.id": cfg.group_id,
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": cfg.start_from,
-        "max.partition.fetch.bytes": k.max_message_bytes,
-        "fetch.max.bytes": max(k.max_message_bytes, 50 * 1024 * 1024),
-        "receive.message.max.bytes": max(k.max_message_bytes, 50 * 1024 * 1024) + 1024 * 1024,
-        "session.timeout.ms": cfg.session_timeout_ms,
-        "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
-        "max.poll.interval.ms": cfg.max_poll_interval_ms,
         "reconnect.backoff.max.ms": 5000,
-        "statistics.interval.ms": STATS_EVERY_MS,
+        "logger": logging.getLogger("librdkafka"),  # its log lines in the worker's format (text or JSON), not raw stderr
     }
     if k.sasl_mechanism:
         conf.update({"sasl.mechanism": k.sasl_mechanism, "sasl.username": k.sasl_username,
@@ -182,6 +171,25 @@ def config_of(cfg: Any) -> dict[str, Any]:
     if k.ssl_keyfile:
         conf["ssl.key.location"] = k.ssl_keyfile
     return conf
+
+
+def config_of(cfg: Any) -> dict[str, Any]:
+    """librdkafka properties equivalent to ``kafka_io.make_consumer``'s kafka-python settings."""
+    k = cfg.kafka
+    return {
+        **client_config_of(k),
+        "group.id": cfg.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": cfg.start_from,
+        "max.partition.fetch.bytes": k.max_message_bytes,
+        "fetch.max.bytes": max(k.max_message_bytes, 50 * 1024 * 1024),
+        "receive.message.max.bytes": max(k.max_message_bytes, 50 * 1024 * 1024) + 1024 * 1024,
+        "session.timeout.ms": cfg.session_timeout_ms,
+        "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
+        "max.poll.interval.ms": cfg.max_poll_interval_ms,
+        "statistics.interval.ms": STATS_EVERY_MS,
+    }
 
 
 def any_broker_up(stats_json: str) -> bool:

@@ -86,7 +86,12 @@ def make_consumer(cfg: WorkerConfig, listener: Rebalance) -> Any:
     return consumer
 
 
-def make_producer(cfg: WorkerConfig) -> KafkaProducer:
+def make_producer(cfg: WorkerConfig) -> Any:
+    """The producer of the worker's outputs, of the client ``cfg.kafka_client`` names (the outbox's interface)."""
+    if cfg.kafka_client == "confluent":
+        from worker.kafka_confluent_producer import ConfluentProducer
+
+        return ConfluentProducer(cfg, max_request_bytes=output_limit(cfg) + 64 * 1024)
     return KafkaProducer(
         acks="all",
         linger_ms=5,

@@ -29,6 +29,7 @@ def test_bench_prints_every_figure_and_writes_exactly_the_documented_json_keys(t
     figures = json.loads(out.read_text())
     assert tuple(figures) == JSON_KEYS
     assert figures["frames"] == 8 and figures["batch"] == 4 and figures["device"] == "cpu"
+    assert figures["kafka_client"] == "kafka-python"  # the default, and what the ratio's raw consume used
     if sys.platform == "linux" and platform.libc_ver()[0] == "glibc":  # set up before the worker's threads start
         assert figures["malloc"].startswith("glibc, kept for reuse") and figures["malloc"] in run.stdout
     assert all(figures[k] > 0 for k in ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps",

@@ -46,6 +46,7 @@ def test_confluent_worker_scores_once_dead_letters_a_bad_header_key_and_resumes_
         assert letter.reason == "malformed-header", letter.detail
         assert letter.value == poison_value and (letter.partition, letter.offset) == offsets[2]
         assert all(len(recs) == 1 for recs in scored.values())
+        assert type(running.worker.outbox.producer).__name__ == "ConfluentProducer"  # the outputs' client too
         assert h.wait_until(lambda: readyz(running)[0] == 200, 20), readyz(running)
     finally:
         running.close()

@@ -334,19 +334,26 @@ def test_without_its_indexes_the_worker_pauses_then_scores_routed_per_source(
 
 
 # -- the broker goes away ------------------------------------------------------------------------
-def test_broker_outage_does_not_crash_the_worker(redis_url, unique):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_broker_outage_does_not_crash_the_worker(redis_url, unique, client):
+    """With either client: consuming and the outputs (score records through that client's producer)."""
     from wire.settings import KafkaSettings
 
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka", reason="confluent-kafka not installed (pip install '.[confluent]')")
     with LocalBroker() as own_broker:
         kafka = KafkaSettings(bootstrap=own_broker.bootstrap)
         topics = h.topics_for(unique, kafka, partitions=2)
         prefix = f"t-{unique}"
         h.publish_index(redis_url, prefix, "idx")
-        running = h.start_worker(h.worker_config(kafka, redis_url, prefix, topics, unique, drain_timeout_s=5.0))
+        running = h.start_worker(h.worker_config(kafka, redis_url, prefix, topics, unique, drain_timeout_s=5.0,
+                                                 kafka_client=client))  # fmt: skip
         try:
             before = h.frames("camA", 10)
             h.produce_frames(kafka, topics.frames, before)
             assert h.wait_for_ids(kafka, topics, ids(before), 60)
+            expected = "ConfluentProducer" if client == "confluent" else "KafkaProducer"
+            assert type(running.worker.outbox.producer).__name__ == expected
             own_broker.stop()
             assert h.wait_until(lambda: not running.worker._ready()[0], 30)
             time.sleep(8)  # longer than the drain timeout: still no exit

@@ -8,6 +8,7 @@ the real client against the embedded broker.
 from __future__ import annotations
 
 import ctypes
+from dataclasses import replace
 from typing import Any, Optional
 
 import kafka.errors as kerr
@@ -215,3 +216,115 @@ def test_client_chosen_by_flag_then_environment_default_kafka_python():
         kafka_client(None, {"FRAMEWATCH_KAFKA_CLIENT": "librdkafka"})
     with pytest.raises(FramewatchError, match="kafka_client"):
         WorkerConfig(kafka=KafkaSettings(), redis=RedisSettings(), kafka_client="rdkafka")
+
+
+# -- the producer: the outbox's interface over librdkafka ------------------------------------------
+class FakeProducer:
+    """confluent_kafka.Producer's produce/poll/flush: records wait for poll() to report their delivery."""
+
+    def __init__(self, conf: dict, refuse: Optional[BaseException] = None) -> None:
+        self.conf, self.refuse = conf, refuse
+        self.queued: list[tuple[Any, Any]] = []
+        self.fail_with: Optional[Any] = None  # a confluent KafkaError every delivery reports, while set
+
+    def produce(self, topic: str, value: Any = None, key: Any = None, headers: Any = None, on_delivery: Any = None) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.queued.append((on_delivery, (topic, key, value, headers)))
+
+    def poll(self, timeout: float) -> int:
+        done, self.queued = self.queued, []
+        for callback, _msg in done:
+            callback(self.fail_with, None)
+        return len(done)
+
+    def flush(self, timeout: float) -> int:
+        return 0 if self.poll(0) >= 0 else 0
+
+
+def producer_with(**fake: Any) -> tuple[Any, FakeProducer]:
+    from worker.kafka_confluent_producer import ConfluentProducer
+
+    made: list[FakeProducer] = []
+    producer = ConfluentProducer(config(), 2 * 1024 * 1024, make=lambda conf: made.append(FakeProducer(conf, **fake)) or made[-1])
+    return producer, made[0]
+
+
+def test_outputs_through_the_confluent_producer_are_acknowledged_by_the_outbox():
+    from worker.outbox import Outbox, Output
+
+    producer, fake = producer_with()
+    box = Outbox(lambda: producer)
+    try:
+        for i in range(3):
+            box.send(Output("scores", b"cam", b"{}", [("fw-frame-id", str(i).encode())]))
+        assert wait_for(lambda: bool(box.collect() or True) and box.pending() == 0)
+        assert box.pending() == 0 and box.failing() is None
+        assert fake.conf["acks"] == "all" and fake.conf["message.max.bytes"] == 2 * 1024 * 1024
+    finally:
+        producer.close(timeout=1)
+
+
+def test_a_failed_delivery_holds_the_outbox_and_is_sent_again_once_the_broker_answers():
+    from worker.outbox import Outbox, Output
+
+    producer, fake = producer_with()
+    fake.fail_with = ck.KafkaError(ck.KafkaError._MSG_TIMED_OUT)
+    box = Outbox(lambda: producer, retry_s=0.0)
+    try:
+        box.send(Output("scores", b"cam", b"{}"))
+        assert wait_for(lambda: box.collect() == [] and box.failing() is not None)
+        assert "KafkaTimeoutError" in (box.failing() or "")
+        fake.fail_with = None
+        assert wait_for(lambda: bool(box.collect() or True) and box.pending() == 0)
+        assert box.pending() == 0 and box.failing() is None
+    finally:
+        producer.close(timeout=1)
+
+
+def test_a_record_over_the_limit_is_refused_for_good_and_replaced_by_its_fallback():
+    from worker.outbox import Outbox, Output
+
+    producer, fake = producer_with(refuse=ck.KafkaException(ck.KafkaError(ck.KafkaError.MSG_SIZE_TOO_LARGE)))
+    with pytest.raises(kerr.MessageSizeTooLargeError):
+        producer.send("scores", value=b"x")
+    box = Outbox(lambda: producer)
+    small = Output("dlq", None, b"", [("fw-error-reason", b"output-refused")])
+    box.send(Output("scores", b"cam", b"x" * 100, fallback=lambda why: small))
+    fake.refuse = None
+    try:
+        assert wait_for(lambda: [o.topic for o in box.collect()] == ["dlq"])
+        assert box.replaced == 1
+    finally:
+        producer.close(timeout=1)
+
+
+def test_a_full_local_queue_is_a_timeout_to_retry_not_a_refusal():
+    producer, _fake = producer_with(refuse=BufferError("Local: Queue full"))
+    try:
+        with pytest.raises(kerr.KafkaTimeoutError):
+            producer.send("scores", value=b"x")
+    finally:
+        producer.close(timeout=1)
+
+
+def test_the_worker_sends_through_the_client_it_consumes_with():
+    from worker.kafka_confluent_producer import ConfluentProducer
+    from worker.kafka_io import make_producer
+
+    producer = make_producer(replace(config(), kafka_client="confluent"))
+    try:
+        assert isinstance(producer, ConfluentProducer)
+    finally:
+        producer.close(timeout=0)
+
+
+def wait_for(condition: Any, timeout_s: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
