@@ -1,4 +1,5 @@
-"""Dynamic batching: a batch is ready when it is full or its oldest item has waited long enough.
+"""Dynamic batching: a batch is ready when it is full or its oldest item has waited long enough
+(and no batch is queued ahead of it).
 
 The clock is injected so the deadline rule is tested without sleeping.
 """
@@ -33,10 +34,14 @@ class Batcher(Generic[T]):
             self._first_at = self.clock()
         self._items.append(item)
 
-    def ready(self) -> bool:
+    def ready(self, queued_ahead: int = 0) -> bool:
+        """Full; or its oldest item has waited ``max_wait_s`` and no batch is queued ahead of it (``queued_ahead``:
+        batches handed on and not started). One queued would run first anyway: this one keeps filling meanwhile."""
         if not self._items:
             return False
-        return len(self._items) >= self.max_size or self.time_left() <= 0.0
+        if len(self._items) >= self.max_size:
+            return True
+        return self.time_left() <= 0.0 and queued_ahead == 0
 
     def time_left(self) -> float:
         """Seconds until the deadline of the oldest item (max_wait if empty)."""

@@ -234,7 +234,7 @@ class Worker:
                 return
             for msg in records:
                 self._accept(msg)
-        if self.batcher.ready() and not self.stage.full():  # else it waits in the batcher (see above)
+        if not self.stage.full() and self.batcher.ready(queued_ahead=self.stage.waiting()):  # else it keeps filling
             self.stage.submit(self.batcher.take())
         with self.watchdog.calling("lag"):
             self.partitions.update_lag(self.consumer)
@@ -264,6 +264,8 @@ class Worker:
             wait_s = self.batcher.time_left() if len(self.batcher) else 0.5
             if self.stage is not None and self.stage.in_flight():
                 wait_s = min(wait_s, BUSY_POLL_S)
+                if wait_s <= 0 and self.stage.waiting():  # held behind a waiting batch: fill it, not spinning
+                    wait_s = BUSY_POLL_S
         try:
             batches = self.consumer.poll(timeout_ms=max(1, int(wait_s * 1000)), max_records=room)
         except UNPARSEABLE as e:

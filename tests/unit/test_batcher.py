@@ -34,6 +34,20 @@ def test_batch_is_ready_at_the_deadline_of_its_oldest_item():
     assert b.ready() and b.take() == ["a", "b"]
 
 
+def test_past_its_deadline_a_partial_batch_keeps_filling_while_another_is_queued_ahead_of_it():
+    """The queued batch runs first anyway: going now would only make this one smaller (and the next)."""
+    clock = Clock()
+    b = Batcher(max_size=4, max_wait_s=0.5, clock=clock)
+    b.add("a")
+    clock.t += 1.0
+    assert b.ready() and not b.ready(queued_ahead=1)
+    b.add("b")
+    assert not b.ready(queued_ahead=1) and b.ready(queued_ahead=0)  # the one ahead started: this one goes
+    b.add("c")
+    b.add("d")
+    assert b.ready(queued_ahead=1)  # full: it goes whatever is queued
+
+
 def test_take_returns_at_most_max_size_and_restarts_the_clock_for_the_rest():
     clock = Clock()
     b = Batcher(max_size=2, max_wait_s=1.0, clock=clock)
