@@ -131,15 +131,17 @@ def produce(kafka: KafkaSettings, topic: str, frames: Sequence[FrameRecord], rat
 
 
 def raw_consume_fps(cfg: WorkerConfig, n: int, timeout_s: float = 120.0) -> float:
-    """The worker's consumer (same client, same settings, a fresh group) reading ``n`` frames, nothing else."""
+    """The worker's consumer (same client, same settings, a fresh group) reading ``n`` frames, nothing else:
+    each poll takes all the client holds, as the worker's does (worker/read_ahead.py)."""
     from worker import kafka_io
+    from worker.read_ahead import DRAIN_RECORDS
 
     consumer = kafka_io.make_consumer(cfg, kafka_io.Rebalance())
     got, first, t_first, deadline = 0, 0, 0.0, time.monotonic() + timeout_s
     try:
         while got < n and time.monotonic() < deadline:
             got += sum(
-                len(msgs) for msgs in consumer.poll(timeout_ms=500, max_records=cfg.max_batch).values()
+                len(msgs) for msgs in consumer.poll(timeout_ms=500, max_records=DRAIN_RECORDS).values()
             )
             if got and not t_first:  # the clock starts once the group is joined and the first records are in
                 first, t_first = got, time.perf_counter()

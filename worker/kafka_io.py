@@ -75,6 +75,7 @@ def make_consumer(cfg: WorkerConfig, listener: Rebalance) -> Any:
         max_partition_fetch_bytes=cfg.kafka.max_message_bytes,
         fetch_max_bytes=max(cfg.kafka.max_message_bytes, 50 * 1024 * 1024),
         max_poll_records=cfg.max_batch,
+        fetch_max_wait_ms=100,
         session_timeout_ms=cfg.session_timeout_ms,
         heartbeat_interval_ms=cfg.heartbeat_interval_ms,
         max_poll_interval_ms=cfg.max_poll_interval_ms,

@@ -53,6 +53,7 @@ from worker.offsets import OffsetTracker
 from worker.outbox import Outbox
 from worker.partitions import Partitions
 from worker.poison import Unparseable, skip_unparseable
+from worker.read_ahead import DRAIN_RECORDS, ReadAhead
 from worker.routing import Routing
 from worker.scoring import PendingFrame, Scorer
 from worker.stages import DecodePool, EmbedStage, Outcome, StageMetrics, score_batch
@@ -101,13 +102,14 @@ class Worker:
             searcher_for=lambda index: device_knn.searcher_for(index, self.device),
         )  # fmt: skip
         self.batcher: Batcher[PendingFrame] = Batcher(cfg.max_batch, cfg.max_wait_s, clock)
+        self.ahead = ReadAhead()
         self.rebalance = kafka_io.Rebalance()
         self.outbox = Outbox(lambda: kafka_io.make_producer(cfg), clock)
         self.tracker = OffsetTracker()
         self.delivery = Delivery(cfg, self.outbox, self.tracker, self.metrics, clock)
         self.watchdog = Watchdog(cfg.stall_timeout_s, clock)
-        self.partitions = Partitions(self.rebalance, self.batcher, self.tracker, self.watchdog, self.metrics,
-                                     cfg.start_from, clock)  # fmt: skip
+        self.partitions = Partitions(self.rebalance, self.batcher, self.ahead, self.tracker, self.watchdog,
+                                     self.metrics, cfg.start_from, clock)  # fmt: skip
         self.watchdog_thread = WatchdogThread(self.watchdog, cfg.stall_exit_s, self._tripped, self._give_up)
         self.scorer: Optional[Scorer] = None
         self.extractor: Optional[Extractor] = None
@@ -229,11 +231,14 @@ class Worker:
             rewound = self.partitions.apply(self.consumer, held=self.hold is not None)
             if rewound:  # read again from the committed offset
                 records = [m for m in records if TopicPartition(m.topic, m.partition) not in rewound]
-            if self.hold is not None:
-                self.partitions.put_back(self.consumer, records)
+            if self.hold is not None:  # what was read ahead is read again too, from the first of it
+                self.partitions.put_back(self.consumer, records + self.ahead.take_all())
                 return
             for msg in records:
-                self._accept(msg)
+                if isinstance(msg, Unparseable):
+                    self._unparseable(msg)
+                else:
+                    self._accept(msg)
         if not self.stage.full() and self.batcher.ready(queued_ahead=self.stage.waiting()):  # else it keeps filling
             self.stage.submit(self.batcher.take())
         with self.watchdog.calling("lag"):
@@ -257,8 +262,14 @@ class Worker:
             self._connect_backoff = min(self._connect_backoff * 2, 10.0)
 
     def _poll(self) -> list[Any]:
+        """Up to the batch's room in records: those read ahead first; the client is asked only when they
+        are fewer, and then gives everything it holds (``worker.read_ahead`` says why)."""
         room = max(1, self.cfg.max_batch - len(self.batcher))
-        if self.stage is not None and self.stage.full():
+        if len(self.ahead) >= room:
+            return self.ahead.take(room)
+        if len(self.ahead):
+            wait_s = 0.0  # some are here: take what else the client holds, without waiting
+        elif self.stage is not None and self.stage.full():
             wait_s = BUSY_POLL_S  # the batch cannot go before the stage has room: fill it meanwhile, not spinning
         else:
             wait_s = self.batcher.time_left() if len(self.batcher) else 0.5
@@ -267,14 +278,15 @@ class Worker:
                 if wait_s <= 0 and self.stage.waiting():  # held behind a waiting batch: fill it, not spinning
                     wait_s = BUSY_POLL_S
         try:
-            batches = self.consumer.poll(timeout_ms=max(1, int(wait_s * 1000)), max_records=room)
+            batches = self.consumer.poll(timeout_ms=max(1, int(wait_s * 1000)), max_records=DRAIN_RECORDS)
         except UNPARSEABLE as e:
             bad = skip_unparseable(self.consumer, e)
             if bad is None:
                 raise
-            self._unparseable(bad)
-            return []
-        return [msg for messages in batches.values() for msg in messages]
+            self.ahead.fill([bad])  # in its place, after the records read ahead of it: offsets open in order
+            return self.ahead.take(room)
+        self.ahead.fill(msg for messages in batches.values() for msg in messages)
+        return self.ahead.take(room)
 
     def _accept(self, msg: Any) -> None:
         tp = TopicPartition(msg.topic, msg.partition)

@@ -4,8 +4,8 @@ kafka-python 3 runs rebalance listeners on its own IO thread, where nothing may
 block: ``kafka_io.Rebalance`` only records revoked and assigned partitions there,
 and ``Partitions.apply`` acts on them in the loop, right after ``poll()``:
 
-- revoked: the frames still buffered for them are dropped (their next owner reads
-  them from the committed offset), their open offsets and lag forgotten;
+- revoked: the frames still buffered for them (batcher, records read ahead) are dropped
+  (their next owner reads them from the committed offset), their open offsets and lag forgotten;
 - assigned: each is rewound to its committed offset, as a new owner would start.
 
 Lag (messages behind the log end, per partition) is read every ``LAG_EVERY_S``.
@@ -24,6 +24,7 @@ from worker import kafka_io
 from worker.batcher import Batcher
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
+from worker.read_ahead import ReadAhead
 from worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,10 @@ LAG_EVERY_S = 5.0
 
 
 class Partitions:
-    def __init__(self, rebalance: kafka_io.Rebalance, batcher: Batcher[Any], tracker: OffsetTracker,
+    def __init__(self, rebalance: kafka_io.Rebalance, batcher: Batcher[Any], ahead: ReadAhead, tracker: OffsetTracker,
                  watchdog: Watchdog, metrics: WorkerMetrics, start_from: str,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self.rebalance, self.batcher, self.tracker = rebalance, batcher, tracker
+        self.rebalance, self.batcher, self.ahead, self.tracker = rebalance, batcher, ahead, tracker
         self.watchdog, self.metrics, self.start_from, self.clock = watchdog, metrics, start_from, clock
         self.lags: dict[TopicPartition, int] = {}
         self._last_lag = 0.0
@@ -46,6 +47,7 @@ class Partitions:
         revoked, assigned = self.rebalance.take()
         if revoked:
             dropped = self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in revoked)
+            unread = self.ahead.drop(revoked)
             self.tracker.forget(revoked)
             self.lags = {tp: n for tp, n in self.lags.items() if tp not in revoked}
             self.watchdog.revoked(list(revoked))
@@ -55,7 +57,7 @@ class Partitions:
                 except KeyError:
                     pass
             log.info("partitions revoked: %s (%d buffered frames left to their next owner)",
-                     sorted(tp.partition for tp in revoked), len(dropped))  # fmt: skip
+                     sorted(tp.partition for tp in revoked), len(dropped) + unread)  # fmt: skip
         if assigned:
             self._rewind(consumer, assigned)
             self.watchdog.assigned(list(assigned))
@@ -73,6 +75,7 @@ class Partitions:
         skipped and the next commit would pass them.
         """
         self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in assigned)
+        self.ahead.drop(assigned)
         self.tracker.forget(assigned)
         for tp in assigned:
             try:
