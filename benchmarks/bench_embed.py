@@ -34,7 +34,7 @@ def main() -> None:
         for batch in map(int, args.batches.split(",")):
             emb.batch_size = batch
             t0 = time.perf_counter()
-            tensors = torch.stack([emb.preprocess(im) for im in images])
+            tensors = torch.cat([emb.preprocess(im) for im in images])
             t_pre = time.perf_counter() - t0
             for start in range(0, len(images), batch):
                 emb.embed_tensor(tensors[start : start + batch])

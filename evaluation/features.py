@@ -95,7 +95,7 @@ def embed_dataset(
 
     def flush() -> None:
         nonlocal filled, out
-        x = torch.stack(batch).contiguous(memory_format=torch.channels_last)
+        x = torch.cat(batch).contiguous(memory_format=torch.channels_last)
         feats = embedder.embed_tensor(x)
         if out is None:
             out = np.empty((n, *feats.shape[1:]), dtype=np.float32)

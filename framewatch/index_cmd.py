@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from framewatch import flags
+from framewatch import flags, geometry_flags
 from wire.errors import FramewatchError
 
 log = logging.getLogger("framewatch.index")
@@ -41,10 +41,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0, help="seed of k-means and the calibration split")
     fit.add_argument("--batch-size", type=flags.positive_int, default=32, help="images per embedding batch")
     fit.add_argument("--crop", type=flags.int_at_least(32), default=None,
-                     help="input crop size (default 224; resize = crop * 8/7); smaller is faster")  # fmt: skip
+                     help="--view center: crop size (default 224; resize = crop * 8/7); --view full: the same "
+                          "as --input-size; smaller is faster")  # fmt: skip
     fit.add_argument("--no-activate", action="store_true", help="publish without switching workers to it")
     fit.add_argument("--new-backbone", action="store_true",
                      help="allow a backbone other than the active version's (running workers refuse it)")  # fmt: skip
+    geometry_flags.add_geometry_flags(fit)
     flags.add_connection_flags(fit, kafka=False)
     flags.add_embed_flags(fit)
     flags.add_finetune_flags(fit)
@@ -80,16 +82,20 @@ def run_fit(args: argparse.Namespace) -> int:
     redis_settings = flags.redis_settings(args)
 
     from framewatch.admin import repository
-    from index_store.build import fit_from_images, image_paths, spec_for
+    from index_store.build import fit_from_images, image_paths, image_size, spec_for
     from index_store.embedder import Embedder, set_cpu_threads
     from index_store.fitting import PATCH_DEFAULT_CLUSTERS, FitConfig
 
     spec = spec_for(args.backbone, weights, args.kind)  # weights and backbone checked before Redis and embedding
-    if args.crop:
+    if args.crop and args.view == "full" and args.input_size is None:
+        args.input_size = args.crop
+    elif args.crop:
         spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
+    spec = geometry_flags.apply(args, spec)
     train = image_paths(args.images)
     if not train:
         raise FramewatchError(f"no JPEG/PNG images under {args.images}")
+    spec = spec.resolved(*image_size(train[0]))  # the full view's input shape follows the camera's aspect
     holdout = image_paths(args.holdout) if args.holdout else ()
     if len(train) < args.k + 1 and not holdout:
         raise FramewatchError(f"{len(train)} image(s) cannot calibrate a threshold with --k {args.k}: "

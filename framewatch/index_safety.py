@@ -30,8 +30,9 @@ def check_backbone(repo: IndexRepository, name: str, spec: EmbedderSpec, allow: 
         return None
     if current.embedder_spec.fingerprint() == spec.fingerprint():
         return None
-    what = (f"index {name!r} is active at version {current.version} with {current.embedder_spec.label()} "
-            f"(dim {current.dim}); this fit uses {spec.label()} (dim {spec.dim})")  # fmt: skip
+    old = current.embedder_spec
+    what = (f"index {name!r} is active at version {current.version} with {old.label()}, {old.geometry_label()} "
+            f"(dim {current.dim}); this fit uses {spec.label()}, {spec.geometry_label()} (dim {spec.dim})")  # fmt: skip
     workers = (f"running workers serving {name!r} will refuse the new version (logged, counted in "
                f"framewatch_index_reloads_total) and keep scoring with version {current.version}; a worker "
                "started or restarted later loads the new one")  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from index_store.embedder import Embedder
 from index_store.errors import IndexStoreError
@@ -36,6 +37,15 @@ def image_paths(root: str | os.PathLike[str]) -> list[Path]:
     return paths
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image file, from its header (IndexStoreError when unreadable)."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as e:
+        raise IndexStoreError(f"cannot read image {path}: {e}") from e
+
+
 def spec_for(backbone: str, weights: str, kind: str = "global") -> EmbedderSpec:
     """Turn the command line's ``--weights`` into a spec: an enum name, ``random[:SEED]``, ``pypi`` or a file path."""
     base = default_spec(
@@ -60,7 +70,7 @@ def embed_paths(
     chunks = []
     bar = _progress(len(paths), desc, progress)
     for start in range(0, len(paths), embedder.batch_size):
-        images = [open_rgb(p, embedder.spec.resize) for p in paths[start : start + embedder.batch_size]]
+        images = [open_rgb(p, embedder.spec.draft_side) for p in paths[start : start + embedder.batch_size]]
         chunks.append(embedder.embed(images))
         bar.update(len(images))
     bar.close()
@@ -100,7 +110,7 @@ def fit_from_images(
         embed_paths(embedder, holdout_list, progress, "embedding holdout") if holdout_list else None
     )
     t_embed = time.perf_counter() - t0
-    index, cal, kept = fit(train, cfg, holdout)
+    index, cal, kept = fit(train, cfg, holdout, embedder.spec)
     t_fit = time.perf_counter() - t0 - t_embed
     log.info(
         "embedded %d images in %.1fs; fitted %s index in %.2fs", len(train_paths), t_embed, cfg.kind, t_fit

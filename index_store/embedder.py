@@ -1,8 +1,11 @@
 """The embedder: PIL images -> (N, D) float32 features, as named by an EmbedderSpec.
 
-DN2 preprocessing: resize the shorter side to ``spec.resize``, center-crop
-``spec.crop``, the backbone's normalisation; the feature is the global-pool
-output (global kind) or a grid of patch features (patch kind). Fitting,
+Preprocessing follows the spec's geometry (index_store/geometry.py: the
+whole frame at the index's input shape, its tiles, or DN2's center crop),
+then the backbone's normalisation; the feature is the global-pool output
+(global kind) or a grid of patch features (patch kind). With tiles, a frame
+is several model inputs: global features come back as a (rows, cols) grid of
+tile vectors, patch grids are laid side by side, tile row by tile row. Fitting,
 evaluation and the worker all embed through this class, so a frame gets the
 same features wherever it is embedded.
 On CUDA it runs in half precision (fp16, or bf16 where supported) and
@@ -20,7 +23,7 @@ from PIL import Image
 
 from index_store import adapted as adapted_weights
 from index_store.backbones import build_backbone
-from index_store.preprocess import to_tensor
+from index_store.preprocess import full_size, to_tensors
 from index_store.spec import EmbedderSpec
 
 log = logging.getLogger(__name__)
@@ -75,12 +78,29 @@ class Embedder:
         return np.zeros((0, 0, 0, self.dim) if self.spec.is_patch else (0, self.dim), dtype=np.float32)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """One RGB PIL image -> (3, crop, crop) normalised float32 tensor (index_store.preprocess, shared)."""
-        return to_tensor(image, self.spec)
+        """One RGB PIL image -> (T, 3, h, w) normalised float32 model inputs (index_store.preprocess, shared).
+
+        A full-view spec whose input shape is not fixed yet takes it from this first image."""
+        if self.spec.is_full and not self.spec.input_shape:
+            self.spec = self.spec.resolved(*full_size(image))
+        return to_tensors(image, self.spec)
+
+    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
+        """(N*T, 3, h, w) model inputs of N frames -> per frame: (N, D) global, (N, rows, cols, D) global
+        tiles, (N, gh, gw, D) patch grids (tiles laid side by side: (N, rows*gh, cols*gw, D))."""
+        feats = self._embed_images(batch)
+        rows, cols = self.spec.tiles
+        if rows * cols == 1:
+            return feats
+        n = feats.shape[0] // (rows * cols)
+        if feats.ndim == 2:
+            return feats.reshape(n, rows, cols, feats.shape[-1])
+        gh, gw, d = feats.shape[1:]
+        grid = feats.reshape(n, rows, cols, gh, gw, d).transpose(0, 1, 3, 2, 4, 5)
+        return np.ascontiguousarray(grid.reshape(n, rows * gh, cols * gw, d))
 
     @torch.inference_mode()
-    def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
-        """(N, 3, crop, crop) preprocessed batch -> (N, D) float32 array; patch kind (N, h, w, D)."""
+    def _embed_images(self, batch: torch.Tensor) -> np.ndarray:
         out = []
         for start in range(0, batch.shape[0], self.batch_size):
             x = batch[start : start + self.batch_size]
@@ -99,7 +119,7 @@ class Embedder:
         """RGB PIL images of any size -> (N, D) float32 array; patch kind (N, h, w, D)."""
         if not images:
             return self._empty()
-        return self.embed_tensor(torch.stack([self.preprocess(im) for im in images]))
+        return self.embed_tensor(torch.cat([self.preprocess(im) for im in images]))
 
 
 def set_cpu_threads(n: Optional[int]) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from index_store import anomaly_maps, knn
 from index_store.errors import IndexStoreError
-from index_store.spec import PATCH_DEFAULT_CLUSTERS
+from index_store.spec import PATCH_DEFAULT_CLUSTERS, EmbedderSpec
 
 __all__ = ["PATCH_DEFAULT_CLUSTERS", "Calibration", "FitConfig", "FitError", "build", "fit", "kept_rows", "score"]
 
@@ -97,8 +97,17 @@ def _calibration(scores: np.ndarray, method: str, target_fpr: float) -> Calibrat
     )
 
 
-def build(train: np.ndarray, cfg: FitConfig) -> knn.KnnIndex:
-    """The index over ``train``: (N, D) embeddings, or (N, h, w, D) patch features (all locations)."""
+def build(train: np.ndarray, cfg: FitConfig, spec: Optional[EmbedderSpec] = None) -> Any:
+    """The index over ``train``: (N, D) embeddings, or (N, h, w, D) patch features (all locations).
+
+    A spec whose memory is positional (global tiles, ``position_radius``) keeps where each vector was seen
+    (index_store/positional.py): global tiles are compared with their own tile position only."""
+    if spec is not None and spec.positional and train.ndim == 4:
+        from index_store.positional import build_positional
+
+        radius = spec.position_radius if spec.is_patch else 0
+        per_cell = cfg.clusters or cfg.coreset or 0
+        return build_positional(train, radius, kind=cfg.kind, per_cell=per_cell, k=cfg.k, seed=cfg.seed)
     if train.ndim == 4:
         train = train.reshape(-1, train.shape[-1])
     if cfg.kind == "exact":
@@ -110,15 +119,19 @@ def build(train: np.ndarray, cfg: FitConfig) -> knn.KnnIndex:
     return knn.build_kmeans(train, cfg.clusters, cfg.k, seed=cfg.seed)
 
 
-def score(index: knn.KnnIndex, feats: np.ndarray) -> np.ndarray:
-    """(N,) frame scores: the index's rule on global embeddings, the worst location on patch grids."""
-    return anomaly_maps.score_maps(index, feats)[0] if feats.ndim == 4 else index.score(feats)
+def score(index: Any, feats: np.ndarray, spec: Optional[EmbedderSpec] = None) -> np.ndarray:
+    """(N,) frame scores: the index's rule on global embeddings, the worst location (outside the spec's
+    ignore zones) on patch grids and global tile grids."""
+    return anomaly_maps.score_maps(index, feats, spec)[0] if feats.ndim == 4 else index.score(feats)
 
 
 def fit(
-    train: np.ndarray, cfg: FitConfig, holdout: Optional[np.ndarray] = None
-) -> tuple[knn.KnnIndex, Calibration, np.ndarray]:
-    """Returns (index, calibration, indices of the training images kept after cleaning)."""
+    train: np.ndarray, cfg: FitConfig, holdout: Optional[np.ndarray] = None, spec: Optional[EmbedderSpec] = None
+) -> tuple[Any, Calibration, np.ndarray]:
+    """Returns (index, calibration, indices of the training images kept after cleaning).
+
+    ``spec``: where the features came from; its geometry decides the memory (positional or not) and
+    which cells calibration leaves out (ignore zones), as the worker will."""
     train = np.ascontiguousarray(train, dtype=np.float32)
     kept = kept_rows(train, cfg)
     clean_train = train[kept]
@@ -128,13 +141,13 @@ def fit(
             f"{len(clean_train)} normal image(s) left after cleaning: calibrating a threshold needs at least "
             f"k + 1 = {cfg.k + 1} (each is scored against the others); add images or pass --holdout"
         )
-    index = build(clean_train, cfg)
+    index = build(clean_train, cfg, spec)
     if holdout is not None and len(holdout):
-        cal = _calibration(score(index, holdout), "holdout", cfg.target_fpr)
+        cal = _calibration(score(index, holdout, spec), "holdout", cfg.target_fpr)
     elif cfg.kind == "exact" and train.ndim == 2:
         cal = _calibration(knn.leave_one_out_scores(clean_train, cfg.k), "leave-one-out", cfg.target_fpr)
     else:
-        cal = _calibration(_split_scores(clean_train, cfg), "split", cfg.target_fpr)
+        cal = _calibration(_split_scores(clean_train, cfg, spec), "split", cfg.target_fpr)
     return index, cal, kept
 
 
@@ -146,14 +159,14 @@ def kept_rows(train: np.ndarray, cfg: FitConfig) -> np.ndarray:
     return knn.clean(pooled, cfg.clean_fraction, cfg.k)
 
 
-def _split_scores(train: np.ndarray, cfg: FitConfig) -> np.ndarray:
+def _split_scores(train: np.ndarray, cfg: FitConfig, spec: Optional[EmbedderSpec] = None) -> np.ndarray:
     """Scores of a random 20% of the training images against an index fit on the other 80%."""
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(train))
     n_cal = max(1, len(train) // 5)
     if len(train) - n_cal < 1:
         if train.ndim == 4:
-            return score(build(train, cfg), train)  # one image: its own patches (optimistic)
+            return score(build(train, cfg, spec), train, spec)  # one image: its own patches (optimistic)
         return knn.leave_one_out_scores(train, cfg.k)
-    part = build(train[order[n_cal:]], cfg)
-    return score(part, train[order[:n_cal]])
+    part = build(train[order[n_cal:]], cfg, spec)
+    return score(part, train[order[:n_cal]], spec)

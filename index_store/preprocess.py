@@ -1,16 +1,19 @@
-"""The one preprocessing path shared by index fitting and the worker: image -> normalised tensor.
+"""The one preprocessing path shared by index fitting and the worker: image -> normalised tensors.
 
-DN2 preprocessing: resize the shorter side to ``spec.resize`` (bilinear),
-center-crop ``spec.crop``, normalise with the spec's mean/std. A JPEG is
-decoded at a reduced DCT scale (PIL's draft mode: 1/2, 1/4 or 1/8), the
-smallest scale whose shorter side is not below ``spec.resize``; libjpeg then
-skips most of the inverse DCT work, so a 1280x720 frame for a 256 resize is
-decoded at 640x360, about twice as fast. Fitting and the worker both decode
+Where the model looks is the spec's geometry (index_store/geometry.py): the
+whole frame (or each of its tiles) resized to the index's input shape (full
+view), or DN2's resize-the-shorter-side-to ``spec.resize`` and center-crop
+``spec.crop`` (center view); then the spec's mean/std normalisation, and for
+global indexes the ignore zones painted with the mean (zero once normalised).
+A JPEG is decoded at a reduced DCT scale (PIL's draft mode: 1/2, 1/4 or 1/8),
+the smallest scale that still gives the model input its full resolution
+(``EmbedderSpec.draft_side``); libjpeg then skips most of the inverse DCT
+work, so a 1280x720 frame for a 224-pixel input is decoded at 640x360. Fitting and the worker both decode
 through :func:`reduce_on_load`, so an image gets the same embedding (and the
 same score) whichever of them decoded it.
 
 The CUDA path (:func:`gpu_batch`) decodes a batch of JPEGs on the device with
-nvJPEG and does the resize, crop and normalisation there as tensor ops.
+nvJPEG and does the same boxes, resize and normalisation there as tensor ops.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
+from index_store import geometry
 from index_store.spec import EmbedderSpec
 
 DRAFT_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG with a preview image; its first image is a JPEG
@@ -41,26 +45,69 @@ def draft_request(size: tuple[int, int], resize: int) -> tuple[int, int]:
     return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
-def reduce_on_load(image: Image.Image, resize: int) -> Image.Image:
-    """Ask a not-yet-loaded JPEG to decode at reduced scale (no-op for other formats). Returns ``image``."""
-    if image.format in DRAFT_FORMATS and resize > 0:
-        image.draft("RGB", draft_request(image.size, resize))
+DraftSide = Union[int, Callable[[tuple[int, int]], int]]
+
+
+def reduce_on_load(image: Image.Image, resize: DraftSide) -> Image.Image:
+    """Ask a not-yet-loaded JPEG to decode at reduced scale (no-op for other formats). Returns ``image``.
+
+    ``resize``: the shorter side to keep, or a function of the image's size giving it
+    (``EmbedderSpec.draft_side``). The size as sent is kept in ``image.info["full_size"]``."""
+    image.info.setdefault("full_size", image.size)
+    side = resize(image.size) if callable(resize) else resize
+    if image.format in DRAFT_FORMATS and side > 0:
+        image.draft("RGB", draft_request(image.size, side))
     return image
 
 
-def open_rgb(path: str | os.PathLike[str], resize: int) -> Image.Image:
+def open_rgb(path: str | os.PathLike[str], resize: DraftSide) -> Image.Image:
     """An image file as RGB, JPEGs decoded at the reduced scale (the fitting side of the shared path)."""
     with Image.open(Path(path)) as im:
         reduce_on_load(im, resize)
-        return im.convert("RGB")
+        full_size = im.info["full_size"]
+        rgb = im.convert("RGB")
+        rgb.info["full_size"] = full_size
+        return rgb
+
+
+def full_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of the image as sent, whatever scale it was decoded at."""
+    return tuple(image.info.get("full_size", image.size))  # type: ignore[return-value]
+
+
+def to_tensors(image: Image.Image, spec: EmbedderSpec) -> torch.Tensor:
+    """One PIL image -> (T, 3, h, w) normalised float32 model inputs, one per tile (T = 1 without tiles)."""
+    if not spec.is_full:
+        return to_tensor(image, spec).unsqueeze(0)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    fw, fh = full_size(image)
+    spec = spec.resolved(fw, fh)
+    h, w = spec.model_shape
+    sx, sy = image.width / fw, image.height / fh
+    out = []
+    for box in spec.boxes(fw, fh):
+        x0, y0, x1, y1 = box
+        part = image.resize((w, h), Image.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+        x = _normalised(part, spec)
+        if spec.zones and not spec.is_patch:
+            for r0, c0, r1, c1 in geometry.zone_pixels(spec.zones, box, (h, w), fw, fh):
+                x[:, r0:r1, c0:c1] = 0.0
+        out.append(x)
+    return torch.stack(out)
 
 
 def to_tensor(image: Image.Image, spec: EmbedderSpec) -> torch.Tensor:
-    """One PIL image -> (3, crop, crop) normalised float32 tensor."""
+    """One PIL image -> (3, crop, crop) normalised float32 tensor: DN2's center view."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     image = TF.resize(image, spec.resize, interpolation=TF.InterpolationMode.BILINEAR)
     image = TF.center_crop(image, [spec.crop, spec.crop])
+    return _normalised(image, spec)
+
+
+def _normalised(image: Image.Image, spec: EmbedderSpec) -> torch.Tensor:
+    """An RGB image -> (3, h, w) float32, normalised with the spec's mean and std."""
     # Normalised in numpy, not torch: this runs in the worker's decode threads, and torch would
     # split each of these small element-wise ops over its intra-op (OpenMP) threads: a team per
     # decode thread, spinning against the embed stage's team for the same cores. Same float32
@@ -74,11 +121,13 @@ def to_tensor(image: Image.Image, spec: EmbedderSpec) -> torch.Tensor:
 def gpu_batch(
     jpegs: Sequence[bytes], spec: EmbedderSpec, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """JPEG bytes -> (N, 3, crop, crop) normalised batch on ``device`` (CUDA), channels-last, in ``dtype``.
+    """JPEG bytes -> (N*T, 3, h, w) normalised batch on ``device`` (CUDA), channels-last, in ``dtype``.
 
-    nvJPEG decodes the whole list in one call; each image is then resized
-    (bilinear, antialiased like PIL), center-cropped and normalised on the
-    device. The byte buffers are staged in pinned memory.
+    nvJPEG decodes the whole list in one call; each image is then cut to the
+    spec's boxes (the whole frame, its tiles, or the center crop), resized
+    (bilinear, antialiased like PIL) and normalised on the device, with a global
+    index's ignore zones painted as on the CPU path. The byte buffers are staged
+    in pinned memory.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -90,11 +139,22 @@ def gpu_batch(
     for img in decoded:
         x = img.unsqueeze(0).float().div_(255.0)
         h, w = x.shape[-2:]
-        scale = spec.resize / min(h, w)
-        size = [max(spec.crop, round(h * scale)), max(spec.crop, round(w * scale))]
-        x = torch.nn.functional.interpolate(
-            x, size=size, mode="bilinear", antialias=True, align_corners=False
-        )
-        out.append(TF.center_crop(x, [spec.crop, spec.crop]))
-    batch = (torch.cat(out) - mean) / std
-    return batch.to(dtype=dtype).contiguous(memory_format=torch.channels_last)
+        if not spec.is_full:
+            scale = spec.resize / min(h, w)
+            size = [max(spec.crop, round(h * scale)), max(spec.crop, round(w * scale))]
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            out.append((TF.center_crop(x, [spec.crop, spec.crop]) - mean) / std)
+            continue
+        fspec = spec.resolved(w, h)
+        mh, mw = fspec.model_shape
+        for box in fspec.boxes(w, h):
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            part = torch.nn.functional.interpolate(
+                x[..., y0:y1, x0:x1], size=[mh, mw], mode="bilinear", antialias=True, align_corners=False
+            )
+            part = (part - mean) / std
+            if spec.zones and not spec.is_patch:
+                for r0, c0, r1, c1 in geometry.zone_pixels(spec.zones, box, (mh, mw), w, h):
+                    part[..., r0:r1, c0:c1] = 0.0
+            out.append(part)
+    return torch.cat(out).to(dtype=dtype).contiguous(memory_format=torch.channels_last)

@@ -12,15 +12,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from index_store import geometry
 from index_store.errors import SpecMismatch
 from index_store.registry import IMAGENET_MEAN, IMAGENET_STD, KINDS, LITE_MEAN, LITE_STD, backbone
 
 __all__ = ["EmbedderSpec", "default_spec", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD"]
 
 PATCH_FIELDS = ("layers", "proj_dim", "proj_seed")
+# Where the model looks (index_store/geometry.py). A spec written before views existed has none of them and
+# is the DN2 center crop; these fields are left out of to_dict() while they hold these values, so such
+# specs (and feature caches) keep their fingerprints.
+GEOMETRY_DEFAULTS: dict[str, Any] = {
+    "view": "center",
+    "input_size": geometry.DEFAULT_INPUT_SIZE,
+    "input_shape": (),
+    "tiles": (1, 1),
+    "tile_overlap": 0.0,
+    "zones": (),
+    "position_radius": -1,
+}
+# Scoring-time fields of a patch index: they change which cells are compared with which, not the features,
+# so two patch specs that differ only here embed identically (one worker serves both).
+PATCH_SCORING_FIELDS = ("zones", "position_radius")
 DEFAULT_PATCH_DIM = 256  # patch features wider than this are randomly projected down to it
 # A patch index holds h*w vectors per training frame (784 at crop 224): exact search over them
 # costs ~15x a global index on CPU (docs/accuracy.md), so patch indexes are k-means compressed
@@ -58,6 +75,83 @@ class EmbedderSpec:
     proj_dim: int = 0
     proj_seed: int = 0
     adapted_sha256: str = ""
+    view: str = "center"
+    input_size: int = geometry.DEFAULT_INPUT_SIZE
+    input_shape: tuple[int, ...] = ()
+    tiles: tuple[int, int] = (1, 1)
+    tile_overlap: float = 0.0
+    zones: tuple[tuple[float, float, float, float], ...] = ()
+    position_radius: int = -1
+
+    @property
+    def is_full(self) -> bool:
+        return self.view == "full"
+
+    @property
+    def n_tiles(self) -> int:
+        return self.tiles[0] * self.tiles[1]
+
+    @property
+    def model_shape(self) -> tuple[int, int]:
+        """(h, w) of one model input: the crop (center view) or the fitted input shape (full view)."""
+        if not self.is_full:
+            return self.crop, self.crop
+        if len(self.input_shape) == 2:
+            return int(self.input_shape[0]), int(self.input_shape[1])
+        side = geometry.round_to_stride(self.input_size)
+        return side, side
+
+    @property
+    def positional(self) -> bool:
+        """True when the memory keeps where each normal vector was seen: global tiles (each tile against
+        its own position's memory) and ``position_radius`` >= 0."""
+        return self.position_radius >= 0 or (not self.is_patch and self.n_tiles > 1)
+
+    def boxes(self, frame_w: int, frame_h: int) -> list[geometry.Box]:
+        """The frame-pixel boxes the model sees, one per model input (tile), row-major."""
+        if not self.is_full:
+            return [geometry.center_crop_box(frame_w, frame_h, self.resize, self.crop)]
+        return geometry.tile_boxes(frame_w, frame_h, self.tiles, self.tile_overlap)
+
+    def resolved(self, frame_w: int, frame_h: int) -> "EmbedderSpec":
+        """A full-view spec with its input shape fixed from frames of this size (no-op once fixed)."""
+        if not self.is_full or self.input_shape:
+            return self
+        shape = geometry.input_shape_for(frame_w, frame_h, self.input_size, self.tiles, self.tile_overlap)
+        return replace(self, input_shape=shape)
+
+    def draft_side(self, size: tuple[int, int]) -> int:
+        """The shorter side a JPEG of ``size`` must keep when decoded at reduced scale (draft mode)."""
+        if not self.is_full:
+            return self.resize
+        w, h = size
+        box = self.boxes(w, h)[0]
+        mh, mw = self.model_shape
+        scale = max(mh / max(1e-9, box[3] - box[1]), mw / max(1e-9, box[2] - box[0]))
+        return math.ceil(min(w, h) * min(1.0, scale))
+
+    def check_geometry(self) -> None:
+        """SpecMismatch with the reason when the geometry fields cannot be reproduced."""
+        problems = []
+        if self.view not in geometry.VIEWS:
+            problems.append(f"view {self.view!r} is not one of {', '.join(geometry.VIEWS)}")
+        if not 32 <= self.input_size <= 4096:
+            problems.append(f"input size {self.input_size} is not in 32..4096")
+        if self.input_shape and (len(self.input_shape) != 2 or min(self.input_shape) < 32):
+            problems.append(f"input shape {self.input_shape} is not (h, w) of at least 32")
+        if len(self.tiles) != 2 or not all(1 <= t <= 16 for t in self.tiles):
+            problems.append(f"tiles {self.tiles} are not rows, cols in 1..16")
+        if not 0.0 <= self.tile_overlap < 0.5:
+            problems.append(f"tile overlap {self.tile_overlap} is not in [0, 0.5)")
+        for z in self.zones:
+            if len(z) != 4 or not (0 <= z[0] < z[2] <= 1 and 0 <= z[1] < z[3] <= 1):
+                problems.append(f"ignore zone {z} is not x0,y0,x1,y1 fractions with x0 < x1, y0 < y1")
+        if self.position_radius >= 0 and not self.is_patch:
+            problems.append("position-aware scoring needs a patch index")
+        if not self.is_full and (self.n_tiles > 1 or self.zones or self.position_radius >= 0):
+            problems.append("tiles, ignore zones and position-aware scoring need the full view")
+        if problems:
+            raise SpecMismatch("; ".join(problems))
 
     @property
     def is_adapted(self) -> bool:
@@ -95,6 +189,11 @@ class EmbedderSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"], d["layers"] = list(self.mean), list(self.std), list(self.layers)
+        d["input_shape"], d["tiles"] = list(self.input_shape), list(self.tiles)
+        d["zones"] = [list(z) for z in self.zones]
+        for key, default in GEOMETRY_DEFAULTS.items():
+            if d[key] == (list(default) if isinstance(default, tuple) else default):
+                del d[key]
         if not self.adapted_sha256:
             # omitted unless fine-tuned: a worker that predates fine-tuning still serves plain indexes
             # written by this version, and refuses fine-tuned ones (an unknown field) instead of misreading them
@@ -119,7 +218,12 @@ class EmbedderSpec:
             d["mean"] = tuple(float(x) for x in d.get("mean", IMAGENET_MEAN))
             d["std"] = tuple(float(x) for x in d.get("std", IMAGENET_STD))
             d["layers"] = tuple(d.get("layers", ()))
-            return cls(**d)
+            d["input_shape"] = tuple(int(x) for x in d.get("input_shape", ()))
+            d["tiles"] = tuple(int(x) for x in d.get("tiles", (1, 1)))
+            d["zones"] = tuple(tuple(float(v) for v in z) for z in d.get("zones", ()))
+            spec = cls(**d)
+            spec.check_geometry()
+            return spec
         except (TypeError, ValueError) as e:
             raise SpecMismatch(f"embedder spec is malformed: {e}") from e
 
@@ -135,6 +239,9 @@ class EmbedderSpec:
         if not self.is_patch:
             for key in ("kind", *PATCH_FIELDS):
                 d.pop(key)
+        else:
+            for key in PATCH_SCORING_FIELDS:
+                d.pop(key, None)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -144,15 +251,27 @@ class EmbedderSpec:
         adapted = f"/msc:{self.adapted_sha256[:8]}" if self.adapted_sha256 else ""
         return f"{self.backbone}/{w}{adapted}" + ("/patch" if self.is_patch else "")
 
+    def geometry_label(self) -> str:
+        """E.g. ``full 224x384``, ``full 224x224 tiles 2x2``, ``center 224``."""
+        if not self.is_full:
+            return f"center {self.crop}"
+        h, w = self.model_shape
+        tiles = f" tiles {self.tiles[0]}x{self.tiles[1]}" if self.n_tiles > 1 else ""
+        zones = f" zones {len(self.zones)}" if self.zones else ""
+        pos = f" position-radius {self.position_radius}" if self.position_radius >= 0 else ""
+        return f"full {h}x{w}{tiles}{zones}{pos}"
 
-def default_spec(name: str, kind: str = "global") -> EmbedderSpec:
+
+def default_spec(name: str, kind: str = "global", view: str = "center") -> EmbedderSpec:
     """The spec a backbone is meant to be used with: its pretrained weights and normalisation (registry).
 
-    All: resize 256, center-crop 224. Patch kind: both taps (stride 8 and 16),
+    ``view="center"``: resize 256, center-crop 224 (DN2); ``"full"``: the whole frame at input size 224
+    (the input shape is fixed from the first frame, ``EmbedderSpec.resolved``). Patch kind: both taps (stride 8 and 16),
     projected to at most ``DEFAULT_PATCH_DIM`` dims with seed 0.
     """
     info = backbone(name)
-    spec = EmbedderSpec(backbone=name, weights=info.weights, mean=info.mean, std=info.std)
+    spec = EmbedderSpec(backbone=name, weights=info.weights, mean=info.mean, std=info.std, view=view)
+    spec.check_geometry()
     if kind == "global":
         return spec
     if kind != "patch":

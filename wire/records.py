@@ -203,6 +203,11 @@ class ScoreRecord:
     hotspot: Optional[list[int]] = None
     anomaly_map: Optional[dict[str, Any]] = None
     neighbors: Optional[list[str]] = None
+    # (schema 3) the frame's size as sent ([width, height]) and where the model looked: "full" (the whole
+    # frame), "center" (DN2's center crop), "full/stretched" (the aspect differs from the index's fit
+    # frames: resized to the index's input shape all the same; refit the camera)
+    frame_size: Optional[list[int]] = None
+    geometry: str = ""
 
     def encode(self) -> tuple[bytes, bytes]:
         """Return (key, value) for a Kafka message (strict JSON: a non-finite number raises ValueError)."""

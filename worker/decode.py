@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from index_store.preprocess import reduce_on_load
+from index_store.preprocess import DraftSide, reduce_on_load
 from wire.errors import FrameDecodeError
 
 ACCEPTED_TYPES = {"image/jpeg", "image/jpg", "image/png", ""}
@@ -32,11 +32,12 @@ class DecodeLimits:
 
 
 def decode_image(
-    data: bytes, content_type: str = "", limits: DecodeLimits = DecodeLimits(), resize: int = 0
+    data: bytes, content_type: str = "", limits: DecodeLimits = DecodeLimits(), resize: DraftSide = 0
 ) -> Image.Image:
     """Decode a JPEG or PNG frame into an RGB image, or raise FrameDecodeError(reason, message).
 
-    With ``resize`` > 0 a JPEG is decoded at the smallest DCT scale not below it
+    With ``resize`` > 0 (or a function of the image's size giving it, ``EmbedderSpec.draft_side``) a JPEG
+    is decoded at the smallest DCT scale whose shorter side is not below it
     (index_store.preprocess.reduce_on_load, the path index fitting uses too).
     """
     if not data:

@@ -64,26 +64,28 @@ class ImageExtractor:
         if self.on_device and _is_jpeg(record.image):
             size = _check_jpeg(record.image, record.content_type, self.limits)
             return Prepared(JpegBytes(record.image), size)
-        image = decode_image(record.image, record.content_type, self.limits, resize=self.spec.resize)
+        image = decode_image(record.image, record.content_type, self.limits, resize=self.spec.draft_side)
         return Prepared(self.embedder.preprocess(image), image.info.get("full_size", image.size))
 
     def embed(self, prepared: Sequence[Any]) -> np.ndarray:
+        """A batch of prepared frames -> features, T model inputs (tiles) per frame."""
         import torch
 
         prepared = [p.data if isinstance(p, Prepared) else p for p in prepared]
         if not any(isinstance(p, JpegBytes) for p in prepared):
-            return self.embedder.embed_tensor(torch.stack(list(prepared)))
+            return self.embedder.embed_tensor(torch.cat(list(prepared)))
         from index_store.preprocess import gpu_batch
 
-        device, dtype = self.embedder.device, self.embedder.dtype
+        device, dtype, t = self.embedder.device, self.embedder.dtype, self.spec.n_tiles
         jpeg_rows = [i for i, p in enumerate(prepared) if isinstance(p, JpegBytes)]
         decoded = gpu_batch([prepared[i].data for i in jpeg_rows], self.spec, device, dtype)
-        batch = torch.empty((len(prepared), *decoded.shape[1:]), device=device, dtype=dtype)
+        batch = torch.empty((len(prepared) * t, *decoded.shape[1:]), device=device, dtype=dtype)
         batch = batch.contiguous(memory_format=torch.channels_last)
-        batch[jpeg_rows] = decoded
+        for j, i in enumerate(jpeg_rows):
+            batch[i * t : (i + 1) * t] = decoded[j * t : (j + 1) * t]
         for i, p in enumerate(prepared):
             if not isinstance(p, JpegBytes):  # PNG, decoded in the pool
-                batch[i] = p.pin_memory().to(device, dtype=dtype, non_blocking=True)
+                batch[i * t : (i + 1) * t] = p.pin_memory().to(device, dtype=dtype, non_blocking=True)
         return self.embedder.embed_tensor(batch)
 
 
@@ -138,7 +140,9 @@ def _trace(embedder: Any) -> None:
 
     if isinstance(embedder.model, torch.jit.ScriptModule):
         return
-    example = torch.zeros(2, 3, embedder.spec.crop, embedder.spec.crop, dtype=embedder.dtype)
+    # The spec's one input shape (a worker serves one geometry): patch_features.py branches on shape,
+    # so a trace is only valid for the shape it was made with.
+    example = torch.zeros(2, 3, *embedder.spec.model_shape, dtype=embedder.dtype)
     try:
         with torch.inference_mode():
             embedder.model = torch.jit.freeze(

@@ -13,16 +13,20 @@ from __future__ import annotations
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from index_store.anomaly_maps import hotspot, map_region, score_maps
+from index_store import geometry
+from index_store.anomaly_maps import frame_map, hotspot_in, score_maps
 from index_store.knn import group_score
 from wire.anomaly_map import encode_map
 from wire.records import FrameRecord, ScoreRecord
 from worker.indexes import LoadedIndex
 from worker.routing import Routing
+
+if TYPE_CHECKING:
+    from index_store.spec import EmbedderSpec
 
 
 class Embeds(Protocol):
@@ -67,36 +71,52 @@ class Why:
     """A frame's score and what made it."""
 
     score: float
+    geometry: str = ""
     hotspot: Optional[list[int]] = None
     anomaly_map: Optional[dict[str, Any]] = None
     neighbors: Optional[list[str]] = None
 
 
 def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, int]]) -> list[Why]:
-    """Score (N, D) global embeddings or (N, h, w, D) patch grids of frames of ``sizes`` (w, h).
+    """Score (N, D) global embeddings, or (N, h, w, D) patch grids / global tile grids, of frames of
+    ``sizes`` (w, h).
 
-    A patch map also says which part of the frame it covers (``"box"``, frame pixels), so a
-    viewer can lay it over the image without knowing the preprocessing.
+    A map also says which part of the frame it covers (``"box"``, frame pixels: the whole frame in the
+    full view, tiles stitched), so a viewer can lay it over the image without knowing the preprocessing.
     """
+    spec = loaded.meta.embedder_spec
+    labels = [frame_geometry(spec, w, h) for w, h in sizes]
     if feats.ndim == 4:
-        spec = loaded.meta.embedder_spec
-        scores, maps = score_maps(loaded.knn, feats)
-        return [
-            Why(float(s), hotspot(m, spec, w, h), {**encode_map(m.tolist()), "box": map_region(spec, w, h)})
-            for s, m, (w, h) in zip(scores, maps, sizes)
-        ]
+        scores, maps = score_maps(loaded.knn, feats, spec)
+        whys = []
+        for s, m, (w, h), label in zip(scores, maps, sizes, labels):
+            stitched, box = frame_map(m, spec, w, h)
+            region = [int(round(v)) for v in box]
+            whys.append(Why(float(s), label, hotspot_in(stitched, box, w, h),
+                            {**encode_map(stitched.tolist()), "box": region}))  # fmt: skip
+        return whys
     scores, ids = loaded.knn.search(feats)
     origins = loaded.meta.origins
     return [
-        Why(float(s), neighbors=[origins[j] for j in row if 0 <= j < len(origins)] or None)
-        for s, row in zip(scores, ids)
+        Why(float(s), label, neighbors=[origins[j] for j in row if 0 <= j < len(origins)] or None)
+        for s, row, label in zip(scores, ids, labels)
     ]
+
+
+def frame_geometry(spec: "EmbedderSpec", frame_w: int, frame_h: int) -> str:
+    """What the record says of the geometry: ``full`` / ``center``, ``/stretched`` when the frame's aspect
+    differs from the one the index was fit on (it was resized to the index's input shape all the same)."""
+    if not spec.is_full:
+        return "center"
+    stretched = geometry.is_stretched(frame_w, frame_h, spec.input_shape, spec.tiles, spec.tile_overlap)
+    return "full/stretched" if stretched else "full"
 
 
 def window_score(loaded: LoadedIndex, window: np.ndarray) -> float:
     """Group score of a (W, D) window of embeddings or a (W, h, w, D) window of patch grids."""
     if window.ndim == 4:
-        return float(score_maps(loaded.knn, window.mean(axis=0, keepdims=True))[0][0])
+        spec = loaded.meta.embedder_spec
+        return float(score_maps(loaded.knn, window.mean(axis=0, keepdims=True), spec)[0][0])
     return group_score(loaded.knn, window)
 
 
@@ -164,6 +184,8 @@ class Scorer:
             frame_topic=frame.topic,
             frame_partition=frame.partition,
             frame_offset=frame.offset,
+            frame_size=list(frame.size) if frame.size != (0, 0) else None,
+            geometry=why.geometry,
             hotspot=why.hotspot,
             anomaly_map=why.anomaly_map,
             neighbors=why.neighbors,

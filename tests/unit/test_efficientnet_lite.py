@@ -33,7 +33,7 @@ def top5(embedder: Embedder, backbone: str, weights: str, photo: str) -> list[in
     model = efficientnet_lite.load_classifier(spec)
     x = embedder.preprocess(Image.fromarray(load_sample_image(photo)))
     with torch.no_grad():
-        logits = model(x[None])
+        logits = model(x)  # preprocess gives (tiles, 3, h, w)
     return logits[0].topk(5).indices.tolist()
 
 

@@ -29,7 +29,7 @@ class FakeEmbedder:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         self.modes.add(image.mode)
         image = image.convert("RGB").resize((8, 8))
-        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 255
+        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None] / 255  # (tiles, 3, h, w)
 
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         self.batches.append(batch.shape[0])
