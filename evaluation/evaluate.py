@@ -146,8 +146,10 @@ def one_class(
     classes: Optional[Sequence[int]] = None,
     features: str = "",
     seed: int = 0,
+    spec: Optional[Any] = None,
 ) -> FeatureResult:
-    """Run the protocol. ``train`` (N, ...), ``test`` (M, ...) features; labels (N,), (M,) ints."""
+    """Run the protocol. ``train`` (N, ...), ``test`` (M, ...) features; labels (N,), (M,) ints.
+    ``spec``: the features' EmbedderSpec, whose geometry (ignore zones, positional memory) scoring follows."""
     train = np.ascontiguousarray(train, dtype=np.float32)
     test = np.ascontiguousarray(test, dtype=np.float32)
     chosen = list(classes) if classes is not None else sorted(set(np.unique(train_labels).tolist()))
@@ -163,9 +165,9 @@ def one_class(
             t0 = time.perf_counter()
             if m.clean_fraction not in kept_cache:
                 kept_cache[m.clean_fraction] = fitting.kept_rows(normal, m.config(seed))
-            index = fitting.build(normal[kept_cache[m.clean_fraction]], m.config(seed))
+            index = fitting.build(normal[kept_cache[m.clean_fraction]], m.config(seed), spec)
             t1 = time.perf_counter()
-            scores = fitting.score(index, test)
+            scores = fitting.score(index, test, spec)
             t2 = time.perf_counter()
             res.auc[m.name] = roc_auc(anomalous, scores)
             res.fit_seconds[m.name] = round(t1 - t0, 4)

@@ -138,10 +138,10 @@ def evaluate_category(
     truth = np.stack([mask_grid(m, spec) for m in cat.masks]) if test.ndim == 4 and cat.has_masks else None
     for m in methods:
         t0 = time.perf_counter()
-        index = fitting.build(train, m.config(seed))
+        index = fitting.build(train, m.config(seed), spec)
         t1 = time.perf_counter()
         if test.ndim == 4:
-            scores, maps = anomaly_maps.score_maps(index, test)
+            scores, maps = anomaly_maps.score_maps(index, test, spec)
         else:
             scores, maps = index.score(test), None
         res.auc[m.name] = roc_auc(labels, scores)

@@ -24,7 +24,7 @@ from wire.settings import KAFKA_CLIENTS
 
 JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps", "raw_consume_fps",
              "pipeline_over_extractor", "null_over_raw", "p50_latency_s", "p99_latency_s", "device", "backbone",
-             "batch", "frames", "raw_consume_confluent_fps", "malloc", "kafka_client")  # fmt: skip
+             "batch", "frames", "raw_consume_confluent_fps", "malloc", "kafka_client", "geometry", "images_per_frame")  # fmt: skip
 
 
 FAST_FACTOR = 10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
@@ -58,6 +58,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="length of the latency run (default 30; --short 10)",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write the figures here")
+    p.add_argument("--kind", choices=("global", "patch"), default="global", help="index kind to measure")
+    from framewatch import geometry_flags
+
+    geometry_flags.add_geometry_flags(p)  # --view, --tiles: what each geometry costs (README, "Cost")
     p.add_argument("--kafka", default=None, help="a broker to use instead of an embedded one")
     p.add_argument("--redis", default=None, help="a Redis to use instead of an embedded one")
     p.set_defaults(func=run)
@@ -97,7 +101,10 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     from worker.extract import ImageExtractor, NullExtractor
 
     weights = args.weights or ("pypi" if args.backbone.startswith("efficientnet") else "IMAGENET1K_V1")
-    embedder = Embedder(spec_for(args.backbone, weights), device=args.device, batch_size=args.batch)
+    from framewatch import geometry_flags
+
+    spec = geometry_flags.apply(args, spec_for(args.backbone, weights, args.kind))
+    embedder = Embedder(spec, device=args.device, batch_size=args.batch)
     if args.folder:
         paths = image_paths(args.folder)
         images, ctype = (
@@ -129,7 +136,8 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     fast_n = FAST_FACTOR * n  # the figures without a model go faster: more frames, for a steady state
     bench.produce(kafka, topics.frames, bench.records(images, fast_n, content_type=ctype))
     fig: dict[str, Any] = {"device": str(embedder.device), "backbone": embedder.spec.label(), "batch": args.batch,
-                           "frames": n, "malloc": allocator.state(), "kafka_client": args.kafka_client}  # fmt: skip
+                           "frames": n, "malloc": allocator.state(), "kafka_client": args.kafka_client,
+                           "geometry": embedder.spec.geometry_label(), "images_per_frame": embedder.spec.n_tiles}  # fmt: skip
     # A shared machine's speed drifts by a third within minutes: each figure is measured in every
     # round, the two sides of a ratio one right after the other. Throughputs are the best round's;
     # ratios the median of the rounds' own ratios (both sides seen by the machine in one state).

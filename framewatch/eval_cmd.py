@@ -85,9 +85,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--pixels", action="store_true", help="add the raw-pixel kNN baseline (the floor)")
     p.add_argument("--pixel-size", type=int, default=32)
     p.add_argument("--no-progress", action="store_true")
-    from framewatch import flags
+    from framewatch import flags, geometry_flags
 
     flags.add_finetune_flags(p)  # --finetune msc: fine-tune per normal class (evaluation/finetuned.py)
+    geometry_flags.add_geometry_flags(p)
     p.set_defaults(func=run)
     return p
 
@@ -186,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     datasets.check_available(args.dataset, args.data)  # fail before any model is built
     spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop)
+    from framewatch import geometry_flags
+
+    spec = geometry_flags.apply(args, spec)
     methods = _methods(args)
     threads = features.configure_threads(args.threads)
     ds = datasets.load(args.dataset, args.data, args.split, args.seed)
@@ -219,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         te = cache.get_or_embed(spec, test, make_embedder, progress=progress)
         t_eval = time.perf_counter()
         main = evaluate.one_class(tr.features, train.labels, te.features, test.labels, ds.class_names,
-                                  methods, classes, spec.label(), args.seed)  # fmt: skip
+                                  methods, classes, spec.label(), args.seed, spec)  # fmt: skip
         eval_s = time.perf_counter() - t_eval
     baselines = []
     if args.pixels:

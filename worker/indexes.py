@@ -121,7 +121,8 @@ class IndexSet:
         except (SpecMismatch, CorruptIndex, UnknownIndex) as e:
             self._refuse(name, version, f"index {name} version {version} refused: {e}")
             return
-        searcher = self.searcher_for(index) if self.searcher_for is not None else None
+        positional = hasattr(index, "search_grid")  # index_store/positional.py: searched on the CPU
+        searcher = self.searcher_for(index) if self.searcher_for is not None and not positional else None
         with self._lock:
             current = dict(self._current)
             current[name] = LoadedIndex(meta, index, searcher)
