@@ -90,13 +90,12 @@ class Reference:
         sketch = calibration.get("score_quantiles")
         kind = "threshold"
         if n_scores > 0 and isinstance(sketch, Mapping) and _pairs(sketch):
-            points += [
-                (q / threshold, p) for p, q in _pairs(sketch) if 0.01 <= p <= 0.99
-            ]  # tails too thin for a z
+            # Not the extremes (min, max, p99.5, p99.9): too few scores beyond them for a z.
+            points += [(q / threshold, p) for p, q in _pairs(sketch) if 0.01 <= p <= 0.99]
             kind = "sketch"
         elif n_scores > 0:
-            summary = [(calibration.get(f), p) for f, p in (("score_p50", 0.5), ("score_p99", 0.99))]
-            found = [(float(q) / threshold, p) for q, p in summary if _number(q) is not None]
+            summary = [(_number(calibration.get(f)), p) for f, p in (("score_p50", 0.5), ("score_p99", 0.99))]
+            found = [(q / threshold, p) for q, p in summary if q is not None]
             if found:
                 points += found
                 kind = "summary"
