@@ -1,4 +1,5 @@
-"""``framewatch status``: every live worker from its Redis heartbeat (group, partitions, indexes, lag, readiness)."""
+"""``framewatch status``: every live worker from its Redis heartbeat (group, partitions, indexes, lag, readiness),
+then each camera's alarm rate against its index's target and its score drift (worker/drift.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from framewatch import flags
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "status", help="live workers: group, partitions, index versions, lag, readiness"
+        "status", help="live workers (group, partitions, index versions, lag, readiness) and per-camera alarm rate and drift"
     )
     p.add_argument("--json", action="store_true", help="the heartbeats as JSON")
     flags.add_connection_flags(p, kafka=False)
@@ -41,7 +42,33 @@ def render(states: list[dict[str, Any]], now: float) -> str:
             f"{str(s.get('worker_id', '?')):<24} {str(s.get('group', '-')):<20} {parts:<12} "
             f"{_indexes(s.get('indexes')):<24} {lag if lag is not None else '-':>7} {ready:<6} {seen:>5}  {s.get('detail', '')}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _cameras(states))
+
+
+def _cameras(states: list[dict[str, Any]]) -> list[str]:
+    """One line per camera a worker reports (its worst --drift-sources), "!" past an alert's threshold."""
+    from worker.drift import ALARM_RATIO_ALERT, DRIFT_ALERT
+
+    rows = [(s.get("worker_id", "?"), d) for s in states for d in s.get("drift") or [] if isinstance(d, dict)]
+    if not rows:
+        return []
+    lines = ["", f"{'CAMERA':<20} {'WORKER':<24} {'INDEX':<16} {'FRAMES':>6} {'ALARMS':>7} {'TARGET':>7} "
+                 f"{'xTARGET':>8} {'DRIFT':>6}  REF"]  # fmt: skip
+    for worker, d in sorted(rows, key=lambda r: str(r[1].get("source"))):
+        rate, target, drift = d.get("alarm_rate"), d.get("target_fpr"), d.get("drift")
+        ratio = rate / target if isinstance(rate, (int, float)) and isinstance(target, (int, float)) and target else None
+        ratio_s = "-" if ratio is None else f"{ratio:.1f}" + ("!" if ratio > ALARM_RATIO_ALERT else "")
+        drift_s = "-" if not isinstance(drift, (int, float)) else f"{drift:.1f}" + ("!" if drift > DRIFT_ALERT else "")
+        lines.append(
+            f"{str(d.get('source', '?')):<20} {str(worker):<24} {str(d.get('index', '-')):<16} "
+            f"{d.get('frames', 0):>6} {_percent(rate):>7} {_percent(target):>7} {ratio_s:>8} {drift_s:>6}  "
+            f"{d.get('reference', '-')}"
+        )
+    return lines
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "-"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -68,6 +68,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default=None,
                    help="the client consuming frames and sending outputs (else FRAMEWATCH_KAFKA_CLIENT; default "
                         "kafka-python): confluent (librdkafka, pip install 'framewatch[confluent]') is faster")  # fmt: skip
+    p.add_argument("--drift-sources", type=flags.non_negative_int, default=50,
+                   help="cameras with their own alarm-rate and drift metrics (the worst; the rest are counted in "
+                        "histograms)")  # fmt: skip
+    p.add_argument("--drift-window", type=flags.positive, default=600.0,
+                   help="seconds of frames per camera that alarm rate and drift are measured over")  # fmt: skip
     flags.add_connection_flags(p)
     flags.add_embed_flags(p)
     p.set_defaults(func=run)
@@ -104,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels),
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
         stall_timeout_s=args.stall_timeout, stall_exit_s=args.stall_exit, kafka_client=client,
+        drift_sources=args.drift_sources, drift_window_s=args.drift_window,
         **({"start_from": args.start_from} if args.start_from else {}),  # the default lives in WorkerConfig
     )  # fmt: skip
     # The worker serves /healthz, /readyz and /metrics first, then creates the topics (waiting for Kafka as

@@ -53,7 +53,7 @@ import numpy as np
 
 from index_store import knn
 from index_store.errors import IndexStoreError
-from index_store.fitting import threshold_at
+from index_store.fitting import score_sketch, threshold_at
 from index_store.repository import IndexMeta, IndexRepository
 
 
@@ -101,6 +101,7 @@ def absorb_exact(meta: IndexMeta, index: knn.KnnIndex, emb: np.ndarray) -> Absor
         "method": "leave-one-out",
         "target_fpr": target,
         "n_scores": int(loo.size),
+        "score_quantiles": score_sketch(loo),  # drift (worker/drift.py) is measured against these scores
         "previous_threshold": meta.threshold,
         "previous_method": meta.calibration.get("method", "given"),
     }

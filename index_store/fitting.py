@@ -11,7 +11,7 @@ leave-one-out on the training set (exact global) or a 20% split of the images
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 import numpy as np
@@ -20,7 +20,8 @@ from index_store import anomaly_maps, knn
 from index_store.errors import IndexStoreError
 from index_store.spec import PATCH_DEFAULT_CLUSTERS, EmbedderSpec
 
-__all__ = ["PATCH_DEFAULT_CLUSTERS", "Calibration", "FitConfig", "FitError", "build", "fit", "kept_rows", "score"]
+__all__ = ["PATCH_DEFAULT_CLUSTERS", "Calibration", "FitConfig", "FitError", "build", "fit", "kept_rows", "score",
+           "score_sketch"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class Calibration:
     score_p50: float
     score_p99: float
     score_max: float
+    # Quantile sketch {"p": [...], "score": [...]} of the calibration scores: what a worker measures a
+    # camera's score drift against (worker/drift.py). Metadata, not spec: older workers ignore it.
+    score_quantiles: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +88,14 @@ def threshold_at(scores: np.ndarray, target_fpr: float) -> float:
     return float(np.quantile(scores, 1.0 - target_fpr, method="higher"))
 
 
+SKETCH_P = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999, 1.0)
+
+
+def score_sketch(scores: np.ndarray) -> dict[str, list[float]]:
+    """Scores at the SKETCH_P quantiles, for the metadata (17 numbers, whatever the calibration set's size)."""
+    return {"p": list(SKETCH_P), "score": [float(q) for q in np.quantile(scores, SKETCH_P)]}
+
+
 def _calibration(scores: np.ndarray, method: str, target_fpr: float) -> Calibration:
     return Calibration(
         threshold=threshold_at(scores, target_fpr),
@@ -94,6 +106,7 @@ def _calibration(scores: np.ndarray, method: str, target_fpr: float) -> Calibrat
         score_p50=float(np.quantile(scores, 0.5)),
         score_p99=float(np.quantile(scores, 0.99)),
         score_max=float(scores.max()),
+        score_quantiles=score_sketch(scores),
     )
 
 

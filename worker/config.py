@@ -40,6 +40,8 @@ class WorkerConfig:
     stall_timeout_s: float = 120.0  # watchdog: no progress (or one call) this long -> not ready
     stall_exit_s: float = 600.0  # watchdog: stalled this long -> the worker gives up (exits non-zero)
     kafka_client: str = "kafka-python"  # the consumer's client: kafka-python, or confluent (optional extra)
+    drift_sources: int = 50  # sources with their own alarm-rate/drift metric labels (worker/drift.py)
+    drift_window_s: float = 600.0  # the window alarm rate and drift are measured over
 
     def __post_init__(self) -> None:
         from wire.errors import FramewatchError
@@ -57,6 +59,8 @@ class WorkerConfig:
                 ("stall_exit_s", self.stall_exit_s >= self.stall_timeout_s, "at least stall_timeout_s"),
                 ("metrics_port", 0 <= self.metrics_port < 65536, "a TCP port (0 = any free one)"),
                 ("kafka_client", self.kafka_client in KAFKA_CLIENTS, " or ".join(KAFKA_CLIENTS)),
+                ("drift_sources", self.drift_sources >= 0, "0 or more"),
+                ("drift_window_s", self.drift_window_s > 0, "positive"),
             )
             if not ok
         ]

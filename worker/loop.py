@@ -44,11 +44,12 @@ from worker import kafka_io
 from worker.batcher import Batcher
 from worker.config import WorkerConfig
 from worker.delivery import Delivery
+from worker.drift import DriftConfig, DriftTracker
 from worker.extract import Extractor, as_extractor
 from worker.health import HealthServer
 from worker.heartbeat import Heartbeat
 from worker.indexes import IndexSet
-from worker.metrics import WorkerMetrics, gpu_metrics
+from worker.metrics import WorkerMetrics, drift_metrics, gpu_metrics
 from worker.offsets import OffsetTracker
 from worker.outbox import Outbox
 from worker.partitions import Partitions
@@ -87,6 +88,8 @@ class Worker:
         self.worker_id = cfg.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
+        self.drift = DriftTracker(DriftConfig(window_s=cfg.drift_window_s, labelled=cfg.drift_sources), clock)
+        drift_metrics(self.registry, self.drift)
         self.routing = Routing.parse(cfg.index, list(cfg.routes))
         self.clock = clock
         self.prepare, self.on_give_up = prepare, on_give_up
@@ -333,7 +336,7 @@ class Worker:
             self._embedder_retry_at = self.clock() + 30.0
             return False
         self.extractor = as_extractor(embedder, self.cfg.limits)
-        self.scorer = Scorer(self.extractor, self.routing, self.worker_id, self.cfg.window)
+        self.scorer = Scorer(self.extractor, self.routing, self.worker_id, self.cfg.window, drift=self.drift)
         self._embedder_error = None
         return True
 
@@ -395,6 +398,7 @@ class Worker:
             "group": self.cfg.group_id, "topic": self.cfg.topics.frames, "partitions": assignment,
             "indexes": {n: li.meta.version for n, li in self.indexes.snapshot().items()},
             "lag": self.partitions.total_lag(), "ready": ready, "detail": detail,
+            "drift": [d.to_dict() for d in self.drift.snapshot()[: self.cfg.drift_sources]],
         }  # fmt: skip
 
     @contextlib.contextmanager

@@ -4,7 +4,8 @@ Labelled counters are created at zero for every label value known up front,
 so ``rate()``/``increase()`` see the first event. Gauges that describe state
 (readiness, stall) are computed at scrape time from the functions the worker
 passes in, never set as a side effect of a probe. So are the GPU gauges of a
-CUDA worker (``GpuCollector``), which a scrape leaves out when they cannot be read.
+CUDA worker (``GpuCollector``), which a scrape leaves out when they cannot be read,
+and the per-camera alarm rate and drift (``DriftCollector``, from worker/drift.py).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import logging
 from typing import Any, Callable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from wire.topics import DEAD_LETTER_REASONS
+from worker.drift import DriftTracker
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
@@ -25,6 +27,8 @@ STALL_REASONS = ("loop-stuck", "no-progress")
 STAGES = ("decode", "score", "publish", "commit")
 GPU_UTILIZATION = "framewatch_gpu_utilization"
 GPU_MEMORY = "framewatch_gpu_memory_used_bytes"
+DRIFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+ALARM_RATIO_BUCKETS = (0.5, 1, 2, 3, 5, 10)
 
 log = logging.getLogger(__name__)
 
@@ -160,5 +164,72 @@ def gpu_metrics(
         return float(torch.cuda.memory_allocated(device))
 
     collector = GpuCollector(utilization or read_utilization, memory_used or read_memory)
+    registry.register(collector)
+    return collector
+
+
+class DriftCollector(Collector):
+    """Per-camera alarm rate and drift, computed from the tracker at scrape time.
+
+    Label cardinality is bounded: at most ``tracker.cfg.labelled`` sources get their own
+    ``source`` label (the worst, sticky: worker/drift.py). Every tracked source, labelled or
+    not, is counted in two gauge histograms (drift, and alarm rate as a multiple of target),
+    so a fleet of thousands of cameras still shows how many drift. A source that ages out of
+    the window simply stops being collected: its labelled series disappear.
+    """
+
+    LABELLED = (
+        ("framewatch_source_alarm_rate", "Share of the source's frames in the drift window over the threshold",
+         lambda d: d.alarm_rate),
+        ("framewatch_source_target_fpr", "False-alarm rate the source's index was calibrated for",
+         lambda d: d.target_fpr),
+        ("framewatch_source_drift", "KS distance of the source's normalised scores from the calibration scores "
+         "(0 = as calibrated, 1 = disjoint); absent below the minimum frames", lambda d: d.drift),
+        ("framewatch_source_window_frames", "Frames of the source in the drift window", lambda d: d.frames),
+    )  # fmt: skip
+
+    def __init__(self, tracker: DriftTracker) -> None:
+        self.tracker = tracker
+
+    def describe(self) -> Iterator[Any]:
+        for name, doc, _ in self.LABELLED:
+            yield GaugeMetricFamily(name, doc, labels=["source"])
+        yield GaugeMetricFamily("framewatch_drift_sources", "Sources in the drift window (labelled or not)")
+        yield GaugeHistogramMetricFamily("framewatch_sources_by_drift", "Sources by drift")
+        yield GaugeHistogramMetricFamily(
+            "framewatch_sources_by_alarm_ratio", "Sources by alarm rate / target"
+        )
+
+    def collect(self) -> Iterator[Any]:
+        chosen, everything = self.tracker.labelled()
+        for name, doc, read in self.LABELLED:
+            family = GaugeMetricFamily(name, doc, labels=["source"])
+            for d in chosen:
+                value = read(d)
+                if value is not None:
+                    family.add_metric([d.source], float(value))
+            yield family
+        yield GaugeMetricFamily("framewatch_drift_sources", "Sources in the drift window (labelled or not)",
+                                value=len(everything))  # fmt: skip
+        drifts = [d.drift for d in everything if d.drift is not None]
+        yield _spread(
+            "framewatch_sources_by_drift", "Sources by drift (all tracked sources)", drifts, DRIFT_BUCKETS
+        )
+        ratios = [d.alarm_ratio for d in everything]
+        yield _spread("framewatch_sources_by_alarm_ratio", "Sources by alarm rate / target (all tracked sources)",
+                      ratios, ALARM_RATIO_BUCKETS)  # fmt: skip
+
+
+def _spread(
+    name: str, doc: str, values: list[float], bounds: tuple[float, ...]
+) -> GaugeHistogramMetricFamily:
+    buckets = [(str(float(b)), float(sum(1 for v in values if v <= b))) for b in bounds]
+    return GaugeHistogramMetricFamily(name, doc, buckets=[*buckets, ("+Inf", float(len(values)))],
+                                      gsum_value=float(sum(values)))  # fmt: skip
+
+
+def drift_metrics(registry: CollectorRegistry, tracker: DriftTracker) -> DriftCollector:
+    """Register the per-camera alarm rate and drift of ``tracker`` on ``registry``."""
+    collector = DriftCollector(tracker)
     registry.register(collector)
     return collector

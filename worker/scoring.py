@@ -22,6 +22,7 @@ from index_store.anomaly_maps import frame_map, hotspot_in, score_maps
 from index_store.knn import group_score
 from wire.anomaly_map import encode_map
 from wire.records import FrameRecord, ScoreRecord
+from worker.drift import DriftTracker, Reference
 from worker.indexes import LoadedIndex
 from worker.routing import Routing
 
@@ -128,12 +129,16 @@ class Scorer:
         worker_id: str = "",
         window: int = 0,
         clock: Callable[[], float] = time.time,
+        drift: Optional[DriftTracker] = None,
     ) -> None:
+        """``drift``, when given, sees every frame scored against a threshold (per-camera alarm rate and drift)."""
         self.embedder = embedder
         self.routing = routing
         self.worker_id = worker_id
         self.windows = WindowTracker(window) if window > 1 else None
         self.clock = clock
+        self.drift = drift
+        self._references: dict[tuple[str, int], Reference] = {}
 
     def score(self, frames: list[PendingFrame], indexes: dict[str, LoadedIndex]) -> list[ScoreRecord]:
         """One ScoreRecord per frame, in order. Every routed index must be in ``indexes``."""
@@ -164,6 +169,8 @@ class Scorer:
             window = self.windows.push(rec.source, embedding)
             if window is not None:
                 group_score = window_score(loaded, window)
+        if self.drift is not None and threshold:
+            self.drift.observe(rec.source, score / threshold, f"{meta.name}@{meta.version}", self._reference(loaded))
         return ScoreRecord(
             frame_id=rec.frame_id,
             source=rec.source,
@@ -190,3 +197,11 @@ class Scorer:
             anomaly_map=why.anomaly_map,
             neighbors=why.neighbors,
         )
+
+    def _reference(self, loaded: LoadedIndex) -> Reference:
+        """The calibration drift is measured against, built once per index version."""
+        meta = loaded.meta
+        key = (meta.name, meta.version)
+        if key not in self._references:
+            self._references[key] = Reference.from_calibration(meta.calibration, float(meta.threshold or 0.0))
+        return self._references[key]

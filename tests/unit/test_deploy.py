@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 
 from framewatch.settings import tomllib
 from producer.metrics import ProducerMetrics
-from worker.metrics import WorkerMetrics, gpu_metrics
+from worker.drift import DriftTracker
+from worker.metrics import WorkerMetrics, drift_metrics, gpu_metrics
 
 yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +50,10 @@ def exported_names() -> set[str]:
     registry = CollectorRegistry()
     WorkerMetrics(registry)
     gpu_metrics(registry, "cuda", lambda: 50.0, lambda: 1.0)  # what a CUDA worker adds
+    drift_metrics(registry, DriftTracker())
     ProducerMetrics(registry)
-    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""],
+                "gaugehistogram": ["_bucket", "_gsum", "_gcount"]}  # fmt: skip
     return {f.name + s for f in registry.collect() for s in suffixes[f.type]}
 
 
