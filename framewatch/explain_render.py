@@ -36,8 +36,12 @@ def overlay_map(frame: Image.Image, record: ScoreRecord, alpha: float = 0.45) ->
     )
     region = frame.crop((x0, y0, x1, y1))
     frame.paste(Image.blend(region, heat, alpha), (x0, y0))
+    draw = ImageDraw.Draw(frame)
+    for zone in record.anomaly_map.get("ignore") or []:  # the index's ignore zones: never scored
+        draw.rectangle(zone, outline=(160, 160, 160), width=max(1, frame.width // 300))
+        draw.text((zone[0] + 3, zone[1] + 2), "ignored", fill=(200, 200, 200))
     if record.hotspot:
-        ImageDraw.Draw(frame).rectangle(record.hotspot, outline=(255, 0, 0), width=max(2, frame.width // 150))
+        draw.rectangle(record.hotspot, outline=(255, 0, 0), width=max(2, frame.width // 150))
     return frame
 
 

@@ -93,8 +93,10 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
         for s, m, (w, h), label in zip(scores, maps, sizes, labels):
             stitched, box = frame_map(m, spec, w, h)
             region = [int(round(v)) for v in box]
-            whys.append(Why(float(s), label, hotspot_in(stitched, box, w, h),
-                            {**encode_map(stitched.tolist()), "box": region}))  # fmt: skip
+            amap = {**encode_map(stitched.tolist()), "box": region}
+            if spec.zones:  # so explain and the review page can draw what was left out
+                amap["ignore"] = [[round(z[0] * w), round(z[1] * h), round(z[2] * w), round(z[3] * h)] for z in spec.zones]
+            whys.append(Why(float(s), label, hotspot_in(stitched, box, w, h), amap))
         return whys
     scores, ids = loaded.knn.search(feats)
     origins = loaded.meta.origins
