@@ -22,10 +22,12 @@ index's (a camera reconfigured) is still resized to that shape, i.e.
 stretched; its record says the size it saw and ``geometry`` ends in
 ``/stretched``, so the operator knows to refit.
 
-Ignore zones (fractions of the frame: x0, y0, x1, y1) are left out of
-scoring: patch indexes never score a cell whose centre lies in a zone (dilated
-by one cell, the reach of the patch feature's 3x3 pooling) and global indexes
-paint the zones with the normalisation mean before embedding.
+Ignore zones (fractions of the frame: x0, y0, x1, y1) are painted with the
+normalisation mean before embedding, so what changes there (a burned-in
+clock) never reaches the network: a CNN's receptive field would otherwise
+carry it into every cell around the zone. Patch indexes also never score a
+cell whose centre lies in a zone (grown by one cell), so a zone is never the
+hotspot. Zones are part of what the model sees: changing them means a refit.
 
 Pure arithmetic: no torch, no PIL.
 """

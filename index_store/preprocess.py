@@ -3,8 +3,8 @@
 Where the model looks is the spec's geometry (index_store/geometry.py): the
 whole frame (or each of its tiles) resized to the index's input shape (full
 view), or DN2's resize-the-shorter-side-to ``spec.resize`` and center-crop
-``spec.crop`` (center view); then the spec's mean/std normalisation, and for
-global indexes the ignore zones painted with the mean (zero once normalised).
+``spec.crop`` (center view); then the spec's mean/std normalisation, and the
+ignore zones painted with the mean (zero once normalised).
 A JPEG is decoded at a reduced DCT scale (PIL's draft mode: 1/2, 1/4 or 1/8),
 the smallest scale that still gives the model input its full resolution
 (``EmbedderSpec.draft_side``); libjpeg then skips most of the inverse DCT
@@ -90,9 +90,8 @@ def to_tensors(image: Image.Image, spec: EmbedderSpec) -> torch.Tensor:
         x0, y0, x1, y1 = box
         part = image.resize((w, h), Image.BILINEAR, box=(x0 * sx, y0 * sy, x1 * sx, y1 * sy))
         x = _normalised(part, spec)
-        if spec.zones and not spec.is_patch:
-            for r0, c0, r1, c1 in geometry.zone_pixels(spec.zones, box, (h, w), fw, fh):
-                x[:, r0:r1, c0:c1] = 0.0
+        for r0, c0, r1, c1 in geometry.zone_pixels(spec.zones, box, (h, w), fw, fh):
+            x[:, r0:r1, c0:c1] = 0.0  # the mean colour once normalised: what changes there is never seen
         out.append(x)
     return torch.stack(out)
 
@@ -125,8 +124,8 @@ def gpu_batch(
 
     nvJPEG decodes the whole list in one call; each image is then cut to the
     spec's boxes (the whole frame, its tiles, or the center crop), resized
-    (bilinear, antialiased like PIL) and normalised on the device, with a global
-    index's ignore zones painted as on the CPU path. The byte buffers are staged
+    (bilinear, antialiased like PIL) and normalised on the device, with the
+    ignore zones painted as on the CPU path. The byte buffers are staged
     in pinned memory.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -153,8 +152,7 @@ def gpu_batch(
                 x[..., y0:y1, x0:x1], size=[mh, mw], mode="bilinear", antialias=True, align_corners=False
             )
             part = (part - mean) / std
-            if spec.zones and not spec.is_patch:
-                for r0, c0, r1, c1 in geometry.zone_pixels(spec.zones, box, (mh, mw), w, h):
-                    part[..., r0:r1, c0:c1] = 0.0
+            for r0, c0, r1, c1 in geometry.zone_pixels(spec.zones, box, (mh, mw), w, h):
+                part[..., r0:r1, c0:c1] = 0.0
             out.append(part)
     return torch.cat(out).to(dtype=dtype).contiguous(memory_format=torch.channels_last)

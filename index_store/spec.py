@@ -37,7 +37,7 @@ GEOMETRY_DEFAULTS: dict[str, Any] = {
 }
 # Scoring-time fields of a patch index: they change which cells are compared with which, not the features,
 # so two patch specs that differ only here embed identically (one worker serves both).
-PATCH_SCORING_FIELDS = ("zones", "position_radius")
+PATCH_SCORING_FIELDS = ("position_radius",)
 DEFAULT_PATCH_DIM = 256  # patch features wider than this are randomly projected down to it
 # A patch index holds h*w vectors per training frame (784 at crop 224): exact search over them
 # costs ~15x a global index on CPU (docs/accuracy.md), so patch indexes are k-means compressed
