@@ -121,6 +121,8 @@ class ScorePrinter:
             else readable(r.window_score)
         )
         mark = "  << ANOMALY" if r.is_anomaly else ""
+        if r.is_anomaly and r.hotspot:
+            mark += " at x {}-{}, y {}-{}".format(*(r.hotspot[i] for i in (0, 2, 1, 3)))
         self.out.write(
             f"{_clock(r.capture_time):<23}  {r.source:<12} {r.sequence:>6} {readable(r.score):>9} {norm:>7} {window:>7}  "
             f"{r.index_name + '@' + str(r.index_version):<14} {readable(r.latency_s * 1000) + ' ms':>9}  {r.origin}{mark}\n"

@@ -42,7 +42,7 @@ from index_store.backbones import torchvision_cache_path
 from index_store.build import fit_from_images, spec_for
 from index_store.embedder import Embedder
 from index_store.errors import SpecMismatch, WeightsUnavailable
-from index_store.fitting import FitConfig
+from index_store.fitting import PATCH_DEFAULT_CLUSTERS, FitConfig
 from producer.metrics import ProducerMetrics
 from producer.publisher import Publisher, kafka_producer
 from producer.sources import FolderSource
@@ -91,7 +91,7 @@ def choose_embedder(args: argparse.Namespace) -> Embedder:
             candidates.insert(0, ("resnet18", "IMAGENET1K_V1"))
     for backbone, weights in candidates:
         try:
-            return Embedder(spec_for(backbone, weights), device="auto", batch_size=16)
+            return Embedder(spec_for(backbone, weights, args.kind), device="auto", batch_size=16)
         except (WeightsUnavailable, SpecMismatch) as e:
             log.info("%s/%s unavailable: %s", backbone, weights, str(e).splitlines()[0])
     print(
@@ -99,7 +99,19 @@ def choose_embedder(args: argparse.Namespace) -> Embedder:
         "Scores are far weaker than with ImageNet features (see README, 'Pretrained weights').",
         file=sys.stderr,
     )
-    return Embedder(spec_for("resnet18", f"random:{args.seed}"), device="auto", batch_size=16)
+    return Embedder(spec_for("resnet18", f"random:{args.seed}", args.kind), device="auto", batch_size=16)
+
+
+def _save_explained(workdir: Path, record: ScoreRecord) -> None:
+    """explain/FRAME.png: the frame beside itself with the anomaly map and hotspot over the whole frame."""
+    from PIL import Image
+
+    from framewatch.explain_render import explain_image
+
+    out = workdir / "explain"
+    out.mkdir(exist_ok=True)
+    with Image.open(workdir / "stream" / Path(record.origin).name) as frame:
+        explain_image(frame, record).save(out / f"{Path(record.origin).stem}.png")
 
 
 def roc_auc(labels: list[bool], scores: list[float]) -> float:
@@ -171,11 +183,14 @@ def _run(
 
     embedder = choose_embedder(args)
     t0 = time.perf_counter()
-    meta, index = fit_from_images("demo", scene.train, embedder, FitConfig(target_fpr=0.05), scene.holdout)
+    fit_cfg = FitConfig(target_fpr=0.05, clusters=PATCH_DEFAULT_CLUSTERS if embedder.spec.is_patch else None)
+    meta, index = fit_from_images("demo", scene.train, embedder, fit_cfg, scene.holdout)
     meta = repo.publish(meta, index)
     fit_s = time.perf_counter() - t0
     print(f"fitted index {meta.name!r} v{meta.version} with {embedder.spec.label()} in {fit_s:.1f}s "
           f"({meta.n_vectors} vectors, threshold {meta.threshold:.4g} at 5% target false alarms)")  # fmt: skip
+    print(f"geometry: {embedder.spec.geometry_label()}: the whole frame, aspect kept, nothing cropped"
+          if embedder.spec.is_full else f"geometry: {embedder.spec.geometry_label()}")  # fmt: skip
 
     metrics_port = free_port()
     cfg = WorkerConfig(
@@ -225,6 +240,8 @@ def _run(
                 continue  # not one of this run's frames
             results[record.frame_id] = record
             printer.print(record)
+            if args.out and record.is_anomaly and record.anomaly_map is not None:
+                _save_explained(workdir, record)
             if len(results) >= len(scene.stream):
                 break
     finally:
@@ -258,6 +275,7 @@ def _summary(
         "frames_scored": len(recs),
         "frames_sent": expected,
         "backbone": embedder.spec.label(),
+        "geometry": embedder.spec.geometry_label(),
         "random_weights": embedder.spec.is_random,
         "mean_score_anomalies": float(np.mean(anom)) if anom else None,
         "mean_score_normal": float(np.mean(norm)) if norm else None,
