@@ -1,0 +1,83 @@
+"""What each geometry costs per frame: decode + preprocess + embed (+ patch kNN), side by side in one run.
+
+    .venv/bin/python benchmarks/bench_geometry.py [--frames 64] [--rounds 3] [--size 1280x720]
+
+Frames are synthetic 1280x720 JPEGs (framewatch.bench.synthetic_jpegs). Each configuration goes
+through the worker's own extractor (worker/extract.py: JPEG draft decoding, the shared
+preprocessing, the embedder; frozen trace on CPU as the worker runs it) and, for patch indexes,
+the kNN search of every location against a 1000-centre memory. Configurations are timed in
+alternation, ``--rounds`` times, and the median kept: on a shared machine one run is noise, so
+read the ratios to the center crop, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from framewatch import bench
+from index_store import anomaly_maps, knn
+from index_store.build import spec_for
+from index_store.embedder import Embedder
+from worker.extract import ImageExtractor
+
+CONFIGS = (
+    ("global", "center", (1, 1)),
+    ("global", "full", (1, 1)),
+    ("global", "full", (2, 2)),
+    ("patch", "center", (1, 1)),
+    ("patch", "full", (1, 1)),
+    ("patch", "full", (2, 2)),
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size", default="1280x720")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    w, h = (int(v) for v in args.size.split("x"))
+    frames = bench.records(bench.synthetic_jpegs(16, (w, h)), args.frames)
+    setups = []
+    for kind, view, tiles in CONFIGS:
+        spec = spec_for("efficientnet_lite0", "pypi", kind, view)
+        if tiles != (1, 1):
+            spec = dataclasses.replace(spec, tiles=tiles, tile_overlap=0.1)
+        spec = spec.resolved(w, h)
+        extractor = ImageExtractor(Embedder(spec, device="cpu", batch_size=args.batch))
+        memory = None
+        if kind == "patch":
+            sample = extractor.embed([extractor.prepare(frames[0])])
+            rng = np.random.default_rng(0)
+            memory = knn.KnnIndex("kmeans", 2, rng.standard_normal((1000, sample.shape[-1])).astype(np.float32))
+        setups.append((f"{kind:<6} {spec.geometry_label():<22}", extractor, memory, spec))
+    times: dict[str, list[float]] = {name: [] for name, *_ in setups}
+    for _ in range(args.rounds):
+        for name, extractor, memory, spec in setups:
+            t0 = time.perf_counter()
+            for start in range(0, len(frames), args.batch):
+                batch = [extractor.prepare(f) for f in frames[start : start + args.batch]]
+                feats = extractor.embed(batch)
+                if memory is not None:
+                    anomaly_maps.score_maps(memory, feats, spec)
+            times[name].append(len(frames) / (time.perf_counter() - t0))
+    base = {kind: statistics.median(times[name]) for name, *_ in setups for kind in ("global", "patch")
+            if name.startswith(kind) and "center" in name}  # fmt: skip
+    print(f"{args.frames} frames of {w}x{h}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds")
+    print(f"{'kind / geometry':<30}{'frames/s':>10}{'x center':>10}")
+    for name, *_ in setups:
+        fps = statistics.median(times[name])
+        print(f"{name:<30}{fps:>10.1f}{fps / base[name.split()[0]]:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
