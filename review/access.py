@@ -137,7 +137,7 @@ def by_token(config: AccessConfig, token: str) -> Optional[Identity]:
 def by_proxy(config: AccessConfig, headers: Mapping[str, str], peer: str) -> Optional[Identity]:
     """The user a trusted proxy vouches for; None if the peer is not the proxy, the header is absent,
     or the user is on no allow-list (markers take precedence)."""
-    if config.mode != "proxy" or not _trusted(config, peer):
+    if config.mode != "proxy" or not trusted_peer(config, peer):
         return None
     user = (headers.get(config.user_header) or "").strip()
     if not user or len(user) > 256 or not user.isprintable():
@@ -149,7 +149,7 @@ def by_proxy(config: AccessConfig, headers: Mapping[str, str], peer: str) -> Opt
     return None
 
 
-def _trusted(config: AccessConfig, peer: str) -> bool:
+def trusted_peer(config: AccessConfig, peer: str) -> bool:
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:

@@ -27,7 +27,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from review import pages
-from review.access import AccessConfig, Identity, by_proxy, by_token
+from review.access import AccessConfig, Identity, by_proxy, by_token, trusted_peer
 from review.app import ReviewApp, UnknownFrame
 from review.sessions import Session, Sessions
 from wire.errors import FramewatchError
@@ -145,7 +145,8 @@ class ReviewWeb:
 
     def _refusal(self, call: _Call) -> Response:
         if self.config.access.mode == "proxy":
-            user = call.request.headers.get(self.config.access.user_header)
+            trusted = trusted_peer(self.config.access, call.request.remote_addr or "")
+            user = call.request.headers.get(self.config.access.user_header) if trusted else None
             message = (f"{user} is not on this page's allow-list" if user else
                        "not signed in: open this page through the sign-in proxy")  # fmt: skip
             return _text(403 if user else 401, message)
