@@ -5,14 +5,20 @@ Each test is a finding of issue 18 that once changed the index or ran a script.
 
 from __future__ import annotations
 
+import getpass
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from review.access import MARK, VIEW, AccessConfig, Credential
 from tests.conftest import png_bytes
+from tests.integration import harness as h
 from tests.integration.review_site import Client, Site, shown, start_site
 
 pytestmark = pytest.mark.integration
@@ -215,3 +221,28 @@ def test_a_silent_or_slow_client_is_disconnected(site: Site) -> None:
     url = site.serve(TOKENS).url
     answer, took = raw(url, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", timeout=30)  # headers never finish
     assert answer == b"" and took < 10  # idle timeout 2 s, swept every second
+
+
+def test_framewatch_review_prints_a_login_url_that_signs_in(kafka_settings, redis_url, unique) -> None:  # type: ignore[no-untyped-def]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "FRAMEWATCH_TOPIC_SCORES": f"scores-{unique}"}
+    cmd = [sys.executable, "-m", "framewatch.cli", "review", "--port", "0", "--kafka", kafka_settings.bootstrap,
+           "--redis", redis_url]  # fmt: skip
+    refused = subprocess.run(
+        [*cmd, "--host", "0.0.0.0"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert refused.returncode == 2 and "--public-url" in refused.stderr
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        lines: list[str] = []
+        assert h.wait_until(lambda: lines.append(proc.stdout.readline()) or "login?token=" in lines[-1], 120)  # type: ignore[union-attr]
+        login = lines[-1].split()[-1]
+        assert lines[-1].startswith(f"log in as {getpass.getuser()} (may mark): http://127.0.0.1:")
+        base, query = login.split("/login?")
+        client = Client(base)
+        assert client.page() == ""  # not signed in
+        assert client.request("GET", "/login?" + query)[0].status == 303
+        assert f"signed in as <b>{getpass.getuser()}</b> (mark)" in client.page()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
