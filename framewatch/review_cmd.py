@@ -80,6 +80,8 @@ def access(args: argparse.Namespace) -> tuple[Any, str]:
             f"--host {args.host} serves other machines: say the URL they open with --public-url"
         )
     if args.auth == "proxy":
+        if not args.public_url:
+            raise FramewatchError("--auth proxy: say the URL people open through the proxy with --public-url")
         return AccessConfig(mode="proxy", user_header=args.user_header, markers=_names(args.markers),
                             viewers=_names(args.viewers), trusted_proxies=tuple(_names(args.trusted_proxy))), ""  # fmt: skip
     if args.tokens:
