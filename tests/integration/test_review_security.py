@@ -140,6 +140,19 @@ def test_a_proxy_user_header_counts_only_from_the_proxy_and_for_listed_users(sit
         Client(elsewhere, headers={"X-Forwarded-Email": "alice@example.com"}).request("GET", "/")[0].status
         == 401
     )
+    # behind the proxy's public https name: its Host and origin are the page's, the cookie is Secure
+    public = site.serve(proxy, public_url="https://review.example.com").url
+    behind = Client(public, headers={"X-Forwarded-Email": "alice@example.com", "Host": "review.example.com"})
+    assert shown(behind, "camA-1")
+    assert behind.mark("camA-1", "confirmed", origin="https://review.example.com") == 303
+    assert behind.mark("camA-1", "confirmed", origin=public) == 403
+    response, _ = Client(public, headers={"X-Forwarded-Email": "a@b", "Host": "review.example.com"}).request(
+        "GET", "/"
+    )
+    assert response.status == 403
+    cookie = Client(public, headers={"X-Forwarded-Email": "alice@example.com", "Host": "review.example.com"})
+    set_cookie = cookie.request("GET", "/")[0].headers["Set-Cookie"]
+    assert set_cookie.startswith("__Host-fw_session=") and "Secure" in set_cookie
     assert site.versions() == [1]
 
 
