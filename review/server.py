@@ -38,6 +38,7 @@ class ReviewServer:
 
     def __init__(self, app: ReviewApp, config: WebConfig, host: str = "127.0.0.1", port: int = 8321,
                  limits: HttpLimits = HttpLimits()) -> None:  # fmt: skip
+        host = "127.0.0.1" if host == "localhost" else host  # one socket (waitress would listen on ::1 too)
         hosts = config.hosts if host in ("0.0.0.0", "::", "") else (*config.hosts, host)
         self.web = ReviewWeb(app, WebConfig(**{**vars(config), "hosts": hosts}))
         self._map: dict[Any, Any] = {}  # waitress's socket map: ours, so close() can empty it
