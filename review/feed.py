@@ -2,11 +2,16 @@
 
 ``RecentAnomalies`` is pure (records in); ``follow`` is the Kafka edge that feeds it
 from the score topic, starting ``lookback`` records before the end of each partition.
+
+Anyone who can write the score topic can forge a record, so a record is kept only
+if its coordinates point at the configured frames topic and its fields have the
+types the page renders (``refusal`` says why not); the rest are logged and skipped.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
 from typing import Optional
@@ -20,14 +25,41 @@ from wire.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def refusal(record: ScoreRecord, frames_topic: str) -> str:
+    """Why the page will not show ``record`` ("" when it will)."""
+    if record.frame_topic != frames_topic:
+        return f"its frame is on {record.frame_topic!r}, not on the frames topic {frames_topic!r}"
+    texts = (record.frame_id, record.source, record.index_name, record.origin)
+    if not all(isinstance(t, str) for t in texts) or not record.frame_id or len(record.frame_id) > 512:
+        return "its ids are not short strings"
+    ints = (record.frame_partition, record.frame_offset, record.index_version)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ints):
+        return "its coordinates or version are not whole numbers"
+    if not _number(record.score) or not (record.threshold is None or _number(record.threshold)):
+        return "its score or threshold is not a finite number"
+    if record.neighbors is not None and not (
+        isinstance(record.neighbors, list) and all(isinstance(n, str) for n in record.neighbors)
+    ):
+        return "its neighbours are not a list of strings"
+    return ""
+
+
 class RecentAnomalies:
-    def __init__(self, per_source: int = 20) -> None:
-        self.per_source = per_source
+    def __init__(self, per_source: int = 20, frames_topic: str = "frames") -> None:
+        self.per_source, self.frames_topic = per_source, frames_topic
         self._by_source: dict[str, OrderedDict[str, ScoreRecord]] = {}
         self._lock = threading.Lock()
 
     def add(self, record: ScoreRecord) -> None:
-        if not record.is_anomaly:
+        if record.is_anomaly is not True:
+            return
+        why = refusal(record, self.frames_topic)
+        if why:
+            log.warning("ignoring the score record for frame %r: %s", str(record.frame_id)[:80], why)
             return
         with self._lock:
             recent = self._by_source.setdefault(record.source, OrderedDict())

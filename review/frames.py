@@ -1,33 +1,67 @@
-"""Fetching from Kafka by coordinates: a frame by (topic, partition, offset); score records by frame id."""
+"""Fetching from Kafka by coordinates: a frame by (topic, partition, offset); score records by frame id.
+
+A frame is read as bytes only: its headers are never trusted (a content-type
+header once carried CR/LF and a script into the review page's responses). Its
+type is what its first bytes say (``sniff``), and a fetcher made for one frames
+topic refuses coordinates that point anywhere else (a forged score record could
+otherwise serve, and mark "normal", any message the page's credentials can read).
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from kafka import KafkaConsumer, TopicPartition
 
-from wire.errors import FramewatchError, ScoreDecodeError, WireError
-from wire.records import FrameRecord, ScoreRecord
+from wire.errors import FramewatchError, ScoreDecodeError
+from wire.records import ScoreRecord
 from wire.settings import KafkaSettings
+
+MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
+
+
+def sniff(data: bytes) -> Optional[str]:
+    """The image type the bytes themselves declare (JPEG or PNG, the frames contract), else None."""
+    for magic, ctype in MAGIC:
+        if data.startswith(magic):
+            return ctype
+    return None
 
 
 class FrameUnavailable(FramewatchError):
     """The frame is no longer on its topic (retention) or the coordinates are wrong."""
 
 
-class FrameFetcher:
-    """One consumer (no group) that seeks to a frame's offset; recent frames are kept in a small LRU."""
+@dataclass(frozen=True)
+class StoredFrame:
+    """A frame's bytes and the type sniffed from them (never its content-type header)."""
 
-    def __init__(self, settings: KafkaSettings, cache_size: int = 256, timeout_s: float = 10.0) -> None:
+    image: bytes
+    content_type: str
+
+
+class FrameFetcher:
+    """One consumer (no group) that seeks to a frame's offset; recent frames are kept in a small LRU.
+
+    With ``only_topic`` set, coordinates on any other topic are refused.
+    """
+
+    def __init__(
+        self, settings: KafkaSettings, cache_size: int = 256, timeout_s: float = 10.0, only_topic: str = ""
+    ) -> None:
         self.settings, self.cache_size, self.timeout_s = settings, cache_size, timeout_s
+        self.only_topic = only_topic
         self._consumer: Optional[KafkaConsumer] = None
-        self._cache: OrderedDict[tuple[str, int, int], FrameRecord] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, int], StoredFrame] = OrderedDict()
         self._lock = threading.Lock()
 
-    def fetch(self, topic: str, partition: int, offset: int) -> FrameRecord:
+    def fetch(self, topic: str, partition: int, offset: int) -> StoredFrame:
+        if self.only_topic and topic != self.only_topic:
+            raise FrameUnavailable(f"{topic!r} is not the frames topic {self.only_topic!r}")
         key = (topic, partition, offset)
         with self._lock:
             if key in self._cache:
@@ -39,8 +73,14 @@ class FrameFetcher:
                 self._cache.popitem(last=False)
             return frame
 
-    def _read(self, topic: str, partition: int, offset: int) -> FrameRecord:
-        if not topic or partition < 0 or offset < 0:
+    def _read(self, topic: str, partition: int, offset: int) -> StoredFrame:
+        if (
+            not topic
+            or not isinstance(partition, int)
+            or not isinstance(offset, int)
+            or partition < 0
+            or offset < 0
+        ):
             raise FrameUnavailable(f"no frame coordinates ({topic!r}, {partition}, {offset})")
         if self._consumer is None:
             self._consumer = KafkaConsumer(enable_auto_commit=False, max_partition_fetch_bytes=self.settings.max_message_bytes,
@@ -55,14 +95,10 @@ class FrameFetcher:
                     raise FrameUnavailable(
                         f"{topic}/{partition}/{offset} is gone (retention); next is {msg.offset}"
                     )
-                try:
-                    return FrameRecord.decode(
-                        msg.key, msg.value, msg.headers, fallback_id=f"{topic}/{partition}/{offset}"
-                    )
-                except WireError as e:
-                    raise FrameUnavailable(
-                        f"{topic}/{partition}/{offset} is not a readable frame: {e}"
-                    ) from e
+                ctype = sniff(msg.value or b"")
+                if ctype is None:
+                    raise FrameUnavailable(f"{topic}/{partition}/{offset} is not a JPEG or PNG image")
+                return StoredFrame(bytes(msg.value), ctype)
         raise FrameUnavailable(f"{topic}/{partition}/{offset} could not be read within {self.timeout_s:.0f}s")
 
     def close(self) -> None:

@@ -1,24 +1,48 @@
 """A "normal" answer becomes a new index version: fetch the frame, embed it as the index does, publish.
 
-Shared by the review page and ``framewatch index add``. Calls are serialised
-(one lock per Marker): two absorptions from the same active version would each
-miss the other's frames.
+Shared by the review page and ``framewatch index add``. Marking is idempotent: a
+frame whose "normal" was already absorbed into a version the active one descends
+from is not absorbed again (a double click, a replayed POST or a second reviewer
+would otherwise each publish a version). Absorptions of one index are serialised
+by a lock in this process and a Redis lock across processes: two absorptions from
+the same active version would each miss the other's frames, and the check for an
+earlier answer must see the last absorption's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from redis.exceptions import LockError
 
 from index_store.feedback import FeedbackError, Mark, embed_images, publish_marked
 from index_store.repository import IndexMeta, IndexRepository
 from index_store.spec import EmbedderSpec
 from review.answers import Answers
 from review.frames import FrameFetcher
+from wire.errors import FramewatchError
 from wire.records import ScoreRecord
 from worker.decode import decode_image  # the worker's own decoding, so the embedding is the one it scored
 
 EmbedderFactory = Callable[[EmbedderSpec], Any]
+LOCK_S = 600.0  # longer than any absorption (embedding a few frames on a CPU takes seconds)
+MAX_LINEAGE = 100_000
+
+
+class MarkingBusy(FramewatchError):
+    """Another absorption into the same index held its lock for longer than we would wait."""
+
+
+@dataclass(frozen=True)
+class Marked:
+    """What a "normal" did: the active version afterwards, the frames absorbed now, and those absorbed before."""
+
+    meta: IndexMeta
+    absorbed: tuple[str, ...]
+    already: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Marker:
@@ -28,8 +52,10 @@ class Marker:
         fetcher: FrameFetcher,
         embedder_factory: EmbedderFactory,
         answers: Answers,
+        lock_wait_s: float = LOCK_S,
     ) -> None:
         self.repo, self.fetcher, self.answers = repo, fetcher, answers
+        self.lock_wait_s = lock_wait_s
         self._factory = embedder_factory
         self._embedders: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -41,32 +67,77 @@ class Marker:
         return self._embedders[key]
 
     def mark_normal(self, records: Sequence[ScoreRecord], by: str, name: Optional[str] = None) -> IndexMeta:
+        """``mark`` for callers that want only the active version afterwards."""
+        return self.mark(records, by, name).meta
+
+    def mark(self, records: Sequence[ScoreRecord], by: str, name: Optional[str] = None) -> Marked:
         """Absorb these flagged frames into a new active version of ``name`` (default: the index that scored
-        them, which must be one); store the answers under that index."""
+        them, which must be one), except those already absorbed; store the answers under that index."""
         names = {name} if name else {r.index_name for r in records}
         if len(names) != 1:
             raise FeedbackError(f"marked frames must belong to one index, got {sorted(names)}")
         index = names.pop()
-        images = []
-        for r in records:
-            frame = self.fetcher.fetch(r.frame_topic, r.frame_partition, r.frame_offset)
-            images.append(self.decode(index, frame.image, frame.content_type))
-        marks = [Mark(r.frame_id, by, r.source) for r in records]
-        meta = self.absorb_images(index, images, marks)
-        for r in records:
-            self.answers.put(meta.name, r.frame_id, "normal", by, score=r.score, threshold=r.threshold,
-                             index_version=r.index_version, absorbed_in=meta.version)  # fmt: skip
-        return meta
+        with self._serialised(index):
+            already = self.already_normal(index, [r.frame_id for r in records])
+            todo = [r for r in records if r.frame_id not in already]
+            if not todo:
+                return Marked(self.repo.meta(index), (), already)
+            images = []
+            for r in todo:
+                frame = self.fetcher.fetch(r.frame_topic, r.frame_partition, r.frame_offset)
+                images.append(self.decode(index, frame.image, frame.content_type))
+            meta = self._absorb(index, images, [Mark(r.frame_id, by, r.source) for r in todo])
+            for r in todo:
+                self.answers.put(meta.name, r.frame_id, "normal", by, score=r.score, threshold=r.threshold,
+                                 index_version=r.index_version, absorbed_in=meta.version)  # fmt: skip
+        return Marked(meta, tuple(r.frame_id for r in todo), already)
+
+    def already_normal(self, index: str, frame_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored "normal" answers of ``frame_ids`` whose version the active one descends from."""
+        answers = self.answers.all(index)
+        found = {f: answers[f] for f in frame_ids if answers.get(f, {}).get("label") == "normal"}
+        if not found:
+            return {}
+        lineage = self._lineage(index)
+        return {f: a for f, a in found.items() if a.get("absorbed_in") in lineage}
+
+    def _lineage(self, index: str) -> set[int]:
+        """The active version and every version it was derived from by feedback."""
+        versions: set[int] = set()
+        version = self.repo.active_version(index)
+        while version is not None and version not in versions and len(versions) < MAX_LINEAGE:
+            versions.add(version)
+            base = self.repo.meta(index, version).feedback.get("base_version")
+            version = base if isinstance(base, int) else None
+        return versions
 
     def decode(self, name: str, data: bytes, content_type: str = "") -> Any:
         """Decode as the worker does for index ``name`` (its spec's reduced JPEG scale included)."""
         return decode_image(data, content_type, resize=self.repo.meta(name).embedder_spec.resize)
 
     def absorb_images(self, name: str, images: Sequence[Any], marks: Sequence[Mark]) -> IndexMeta:
+        with self._serialised(name):
+            return self._absorb(name, images, marks)
+
+    def _absorb(self, name: str, images: Sequence[Any], marks: Sequence[Mark]) -> IndexMeta:
+        meta = self.repo.meta(name)
+        emb = embed_images(meta, images, self._embedder(meta.embedder_spec))
+        return publish_marked(self.repo, name, emb, marks, base_version=meta.version)
+
+    @contextlib.contextmanager
+    def _serialised(self, index: str) -> Iterator[None]:
+        """This process's lock, then the index's Redis lock (with an expiry, so a crashed holder cannot wedge it)."""
+        lock = self.answers.client.lock(self.answers.keys.review_lock(index), timeout=LOCK_S)
         with self._lock:
-            meta = self.repo.meta(name)
-            emb = embed_images(meta, images, self._embedder(meta.embedder_spec))
-            return publish_marked(self.repo, name, emb, marks, base_version=meta.version)
+            if not lock.acquire(blocking_timeout=self.lock_wait_s):
+                raise MarkingBusy(f"another absorption into index {index!r} is still running; try again")
+            try:
+                yield
+            finally:
+                try:
+                    lock.release()
+                except LockError:
+                    pass  # it expired: the absorption outlived LOCK_S; the version it published stands
 
     def confirm(self, record: ScoreRecord, by: str) -> None:
         self.answers.put(record.index_name, record.frame_id, "confirmed", by, score=record.score,

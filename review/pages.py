@@ -1,7 +1,15 @@
-"""Server-rendered HTML for the review page (pure: records and answers in, a string out; no JavaScript)."""
+"""Server-rendered HTML for the review page (pure: records and answers in, a string out; no JavaScript).
+
+Every value is escaped, and nothing is styled inline: the one stylesheet is a
+constant, so the Content-Security-Policy allows it by its hash and allows no
+script and no other style at all (``CSP``). Bar lengths and map shades are
+classes (``w37``, ``a5``), not ``style`` attributes.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import urllib.parse
 from typing import Any, Optional
@@ -31,7 +39,17 @@ button.normal{background:#e3f4e6}button.confirmed{background:#fbe4e4}
 .answer{font-weight:600}.answer.normal{color:#2d7a3a}.answer.confirmed{color:#b02a2a}
 ul.nn{margin:0 0 8px;padding-left:18px;color:#556}
 .empty{margin:20px;color:#667}
+.who{font-size:13px}.login{margin:40px auto;max-width:420px;background:#fff;padding:20px;border-radius:6px}
+.login input{width:100%;box-sizing:border-box;padding:6px;margin:8px 0}
 """
+MAP_MAX = 64  # widest/tallest anomaly map drawn (a forged record could ask for millions of cells)
+ALPHAS = 12  # map shades: a0 (clear) .. a12 (0.6 red)
+STYLE += "".join(f".w{i}{{width:{i}%}}.l{i}{{left:{i}%}}" for i in range(101))
+STYLE += "".join(f".a{i}{{background:rgba(255,0,0,{0.6 * i / ALPHAS:.2f})}}" for i in range(ALPHAS + 1))
+STYLE += "".join(f".c{i}{{grid-template-columns:repeat({i},1fr)}}" for i in range(1, MAP_MAX + 1))
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+CSP = (f"default-src 'none'; img-src 'self'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")  # fmt: skip
 
 
 def _e(value: Any) -> str:
@@ -49,20 +67,22 @@ def _map_overlay(record: ScoreRecord) -> str:
         grid = decode_map(record.anomaly_map)
     except ScoreDecodeError:
         return ""
-    top = max((v for row in grid for v in row), default=0.0) or 1.0
-    cells = "".join(
-        f'<div style="background:rgba(255,0,0,{0.6 * v / top:.2f})"></div>' for row in grid for v in row
-    )
     w = len(grid[0]) if grid else 0
-    return f'<div class="map" title="anomaly map" style="grid-template-columns:repeat({w},1fr)">{cells}</div>'
+    if not (0 < w <= MAP_MAX and len(grid) <= MAP_MAX):
+        return ""
+    top = max((v for row in grid for v in row), default=0.0) or 1.0
+    cells = "".join(f'<div class="a{round(ALPHAS * v / top)}"></div>' for row in grid for v in row)
+    return f'<div class="map c{w}" title="anomaly map">{cells}</div>'
 
 
 def _score_bar(record: ScoreRecord) -> str:
     if not record.threshold:
         return ""
     top = max(record.score, record.threshold) * 1.1
-    return (f'<div class="bar"><span style="width:{100 * record.score / top:.0f}%"></span>'
-            f'<i style="left:{100 * record.threshold / top:.0f}%"></i></div>')  # fmt: skip
+    if not top > 0:
+        return ""
+    width, left = (min(100, max(0, round(100 * v / top))) for v in (record.score, record.threshold))
+    return f'<div class="bar"><span class="w{width}"></span><i class="l{left}"></i></div>'
 
 
 def _why(record: ScoreRecord) -> str:
@@ -82,14 +102,22 @@ def _answer(answer: Optional[dict[str, Any]]) -> str:
     return f'<p class="answer {_e(label)}">marked {_e(label)} by {_e(answer.get("by", "?"))}{_e(where)}</p>'
 
 
-def card(record: ScoreRecord, answer: Optional[dict[str, Any]]) -> str:
+def _csrf(token: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{_e(token)}">'
+
+
+def card(record: ScoreRecord, answer: Optional[dict[str, Any]], csrf: str = "") -> str:
+    """One flagged frame; with ``csrf`` (the viewer may mark) its "normal" / "confirmed" buttons."""
     thr = f"{record.threshold:.4g}" if record.threshold is not None else "-"
     ratio = f" ({record.score / record.threshold:.2f}x)" if record.threshold else ""
     fid = _e(record.frame_id)
     buttons = (
         f'<form method="post" action="/mark" class="buttons"><input type="hidden" name="frame_id" value="{fid}">'
+        f"{_csrf(csrf)}"
         '<button class="normal" name="label" value="normal">normal</button>'
         '<button class="confirmed" name="label" value="confirmed">confirmed</button></form>'
+        if csrf
+        else ""
     )
     return (
         f'<article id="{fid}" data-frame-id="{fid}"><figure><img src="{_e(frame_url(record))}" alt="frame {fid}">'
@@ -101,22 +129,37 @@ def card(record: ScoreRecord, answer: Optional[dict[str, Any]]) -> str:
     )
 
 
-def page(by_source: dict[str, list[ScoreRecord]], answers: dict[str, dict[str, Any]], reviewer: str,
-         flash: str = "", error: bool = False) -> str:  # fmt: skip
-    """The whole review page. ``answers`` maps frame id -> stored answer."""
+def _document(body: str) -> str:
+    return ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>framewatch review</title>'
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")  # fmt: skip
+
+
+def page(by_source: dict[str, list[ScoreRecord]], answers: dict[str, dict[str, Any]], who: str, role: str,
+         csrf: str, may_mark: bool, flash: str = "", error: bool = False) -> str:  # fmt: skip
+    """The whole review page. ``answers`` maps frame id -> stored answer; ``csrf`` goes into every form."""
+    mark_csrf = csrf if may_mark else ""
     sections = (
         "".join(
             f'<section data-source="{_e(src)}"><h2>{_e(src)} &middot; {len(recs)} recent anomal{"y" if len(recs) == 1 else "ies"}</h2>'
-            f'<div class="cards">{"".join(card(r, answers.get(r.frame_id)) for r in recs)}</div></section>'
+            f'<div class="cards">{"".join(card(r, answers.get(r.frame_id), mark_csrf) for r in recs)}</div></section>'
             for src, recs in by_source.items()
         )
         or '<p class="empty">No anomalies yet.</p>'
     )
     note = f'<p class="flash{" error" if error else ""}">{_e(flash)}</p>' if flash else ""
-    who = (f'<form method="post" action="/reviewer">reviewer <input name="name" value="{_e(reviewer)}" size="12">'
-           '<button>save</button></form>')  # fmt: skip
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>framewatch review</title>'
-        f"<style>{STYLE}</style></head><body><header><h1>framewatch review</h1>{who}</header>"
-        f"{note}<main>{sections}</main></body></html>"
+    signed = (f'<span class="who">signed in as <b>{_e(who)}</b> ({_e(role)})</span>'
+              f'<form method="post" action="/logout">{_csrf(csrf)}<button>log out</button></form>')  # fmt: skip
+    return _document(f"<header><h1>framewatch review</h1>{signed}</header>{note}<main>{sections}</main>")
+
+
+def login_page(message: str, token_form: bool) -> str:
+    """Shown to a request that is not signed in: a token form, or (behind a proxy) what to do."""
+    form = (
+        '<form method="post" action="/login"><label>access token <input name="token" type="password" '
+        'autocomplete="off"></label><button>log in</button></form>'
+        if token_form
+        else ""
+    )
+    return _document(
+        f'<header><h1>framewatch review</h1></header><div class="login"><p>{_e(message)}</p>{form}</div>'
     )

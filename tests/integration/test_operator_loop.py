@@ -27,9 +27,11 @@ from index_store.embedder import Embedder
 from index_store.fitting import FitConfig, fit
 from index_store.knn import build_exact
 from index_store.repository import IndexMeta, IndexRepository
+from review.access import MARK, AccessConfig, Credential
 from review.answers import Answers
 from review.feed import follow
 from review.server import ReviewServer
+from review.web import WebConfig
 from tests.conftest import png_bytes
 from tests.integration import harness as h
 from tests.integration.test_alerting import Hook
@@ -119,12 +121,16 @@ def test_flagged_alerted_once_marked_normal_then_scored_below_threshold(
     alerts = AlertConsumer(AlertConfig(kafka=kafka_settings, topics=topics, group_id=f"alerts-{unique}",
                                        from_beginning=True, noise=NoiseConfig(cooldown_s=0)),
                            [WebhookSink(hook.url)], AlertMetrics(registry, ["webhook"]))  # fmt: skip
-    app, feed, fetcher = build(kafka_settings, RedisSettings(url=redis_url, key_prefix=prefix), "cpu", 20)
+    app, feed, fetcher = build(
+        kafka_settings, RedisSettings(url=redis_url, key_prefix=prefix), "cpu", 20, topics.frames
+    )
     threads = [threading.Thread(target=alerts.run, args=(stop,), daemon=True),
                threading.Thread(target=follow, args=(kafka_settings, topics.scores, feed, stop), daemon=True)]  # fmt: skip
     for t in threads:
         t.start()
-    server = ReviewServer(app, port=0).start()
+    token = "alice-" + unique * 2
+    access = AccessConfig(credentials=(Credential.of("alice", MARK, token),))
+    server = ReviewServer(app, WebConfig(access), port=0).start()
     worker = h.start_worker(h.worker_config(kafka_settings, redis_url, prefix, topics, unique))
     red = solid((220, 30, 30))
     try:
@@ -143,10 +149,10 @@ def test_flagged_alerted_once_marked_normal_then_scored_below_threshold(
         assert h.wait_until(
             lambda: feed.get("camA-odd") is not None and feed.get("camB-stripes") is not None, 60
         )
-        driver.get(server.url + "/")
-        driver.find_element("name", "name").clear()
-        driver.find_element("name", "name").send_keys("alice")
-        submit(driver, "form[action='/reviewer'] button")
+        driver.get(server.url + "/")  # not signed in: the login form, no frames
+        assert driver.find_elements("css selector", "article") == []
+        driver.find_element("name", "token").send_keys(token)
+        submit(driver, "form[action='/login'] button")
         # the frame itself, fetched from Kafka by its coordinates
         assert h.wait_until(lambda: image_width(driver, "article[data-frame-id='camA-odd'] img") == 64, 30)
         card = driver.find_element("css selector", "article[data-frame-id='camA-odd']")
