@@ -54,18 +54,14 @@ def png_claiming(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
 
 
-def png_16_bit(width: int, height: int) -> bytes:
-    """A real 16-bit grayscale PNG of zeros, built row by row (6300x6300: 77 kB, 79 MB decoded, 278 MB as RGB)."""
-    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+def png_16_bit(width: int, height: int, colour: int = 0) -> bytes:
+    """A real 16-bit PNG of zeros, built row by row: grayscale (colour 0; 6300x6300: 77 kB, 79 MB decoded,
+    265 MiB on the way to RGB), RGB (2) or RGBA (6)."""
+    header = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
     squeeze = zlib.compressobj(9)
-    row = b"\0" * (1 + width * 2)
+    row = b"\0" * (1 + width * 2 * {0: 1, 2: 3, 4: 2, 6: 4}[colour])
     rows = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", rows)
-        + _png_chunk(b"IEND", b"")
-    )
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
 
 
 def bad_samples() -> list[Sample]:
