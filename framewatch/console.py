@@ -92,7 +92,11 @@ def readable(x: float | None) -> str:
 
 
 def _clock(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
+    """Local time with milliseconds; a time the platform cannot show is printed as the number it is."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
+    except (OverflowError, OSError, ValueError):
+        return f"{t:.6g}"
 
 
 class ScorePrinter:

@@ -22,8 +22,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--loop", action="store_true", help="start over at the end")
     p.add_argument(
-        "--limit", type=flags.positive_int, default=None, help="stop after N frames (default: no limit)"
-    )
+        "--limit", type=flags.positive_int, default=None,
+        help="stop after N frames attempted, acknowledged or not (default: no limit)",
+    )  # fmt: skip
+    p.add_argument("--give-up-after", type=flags.non_negative, default=300.0,
+                   help="seconds with no frame acknowledged, through renewed producers, before exiting with "
+                        "status 2 (default 300; 0 = never)")  # fmt: skip
     p.add_argument("--every", type=flags.positive_int, default=1, help="video: keep one frame in N")
     p.add_argument(
         "--partitions", type=flags.positive_int, default=4, help="partitions if the topics must be created"
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from framewatch.admin import ensure_topics
     from producer.metrics import ProducerMetrics
-    from producer.publisher import Publisher, kafka_producer
+    from producer.publisher import Publisher, Renewal, kafka_producer
     from producer.sources import open_source
 
     kafka = flags.kafka_settings(args)
@@ -54,14 +58,17 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, registry=registry)
     stop = stop_on_signals()
-    producer = kafka_producer(kafka)
-    publisher = Publisher(producer, topics.frames, args.source, ProducerMetrics(registry), fps=args.fps)
+    renewal = Renewal(lambda: kafka_producer(kafka), give_up_after_s=args.give_up_after)
+    publisher = Publisher(kafka_producer(kafka), topics.frames, args.source, ProducerMetrics(registry),
+                          fps=args.fps, renewal=renewal)  # fmt: skip
     try:
         report = publisher.publish(source.frames(), limit=args.limit, stop=stop)
     finally:
         source.close()
-        producer.close(timeout=10)
+        publisher.producer.close(timeout=10)  # the one in use: it may have been renewed
+    renewed = f" ({report.renewed} producers renewed)" if report.renewed else ""
     print(
         f"sent {report.sent} frames from {args.source_path} as source {args.source!r}; {report.failed} failed"
+        + renewed
     )
     return 0 if report.failed == 0 else 1

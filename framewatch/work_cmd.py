@@ -49,6 +49,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pixels", type=flags.positive_int, default=40_000_000, help="largest image accepted, pixels"
     )
+    p.add_argument("--max-decode-mib", type=flags.positive_int, default=None,
+                   help="memory one frame's decode may take, MiB (default 320: a 16-bit 40 M-pixel frame is refused)")  # fmt: skip
+    p.add_argument("--decode-budget-mib", type=flags.positive_int, default=None,
+                   help="memory all frames being decoded at once may take, MiB (default 640)")  # fmt: skip
     p.add_argument(
         "--partitions", type=flags.positive_int, default=4, help="partitions if the topics must be created"
     )
@@ -106,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         kafka=kafka, redis=redis, index=args.index, routes=tuple(args.route), topics=topics,
         group_id=args.group, worker_id=args.worker_id or "", max_batch=args.max_batch, max_wait_s=args.max_wait,
         device=args.device, window=args.window, metrics_port=args.metrics_port, drain_timeout_s=args.drain_timeout,
-        limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels),
+        limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels,
+                            **({"max_decode_bytes": args.max_decode_mib << 20} if args.max_decode_mib else {})),
+        **({"decode_budget_bytes": args.decode_budget_mib << 20} if args.decode_budget_mib else {}),
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
         stall_timeout_s=args.stall_timeout, stall_exit_s=args.stall_exit, kafka_client=client,
         drift_sources=args.drift_sources, drift_window_s=args.drift_window,

@@ -16,6 +16,9 @@ class ProducerMetrics:
         self.send_errors = Counter(
             "framewatch_producer_send_errors", "Frames the broker did not acknowledge", ["source"], registry=registry
         )
+        self.renewals = Counter(
+            "framewatch_producer_renewals", "Producers replaced after their frames kept failing", registry=registry
+        )
         self.frame_bytes = Histogram(
             "framewatch_producer_frame_bytes",
             "Size of published frames",

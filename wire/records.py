@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Sequence
 
+from wire import fields as fv
 from wire import topics as t
 from wire.errors import FrameDecodeError, ScoreDecodeError, WireError
 
@@ -31,7 +32,23 @@ def _header_map(headers: Optional[Sequence[tuple[str, Optional[bytes]]]]) -> dic
             out[key] = raw.decode("utf-8")
         except (UnicodeDecodeError, AttributeError) as e:
             raise FrameDecodeError("malformed-header", f"header {key!r} is not UTF-8 text") from e
+    for key in _KEPT_HEADERS & out.keys():  # headers of other tools pass through untouched, and unread
+        if fv.has_control(out[key]):
+            raise FrameDecodeError(
+                "malformed-header", f"header {key} holds control characters: {_cut(ascii(out[key]), 80)}"
+            )
     return out
+
+
+_KEPT_HEADERS = {
+    t.H_FRAME_ID,
+    t.H_SOURCE,
+    t.H_SEQUENCE,
+    t.H_CAPTURE_TIME,
+    t.H_CONTENT_TYPE,
+    t.H_ORIGIN,
+    t.H_SCHEMA,
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,9 @@ class FrameRecord:
     content_type: str = "image/jpeg"
     origin: str = ""
     schema_version: int = t.SCHEMA_VERSION
+    # True when the frame's capture time was absurd (before 2000, over a day ahead, see decode) and was
+    # replaced by the message's timestamp or the reader's clock. Not sent: decode decides anew.
+    capture_time_replaced: bool = field(default=False, compare=False)
 
     def encode(self) -> tuple[bytes, bytes, Headers]:
         """Return (key, value, headers) for a Kafka message."""
@@ -73,17 +93,27 @@ class FrameRecord:
         *,
         fallback_id: str = "",
         fallback_time: float = 0.0,
+        now: Optional[float] = None,
     ) -> "FrameRecord":
         """Parse a Kafka message. Raises FrameDecodeError with a reason code.
 
         Optional headers may be missing: the frame id falls back to
         ``fallback_id`` (the worker passes ``topic/partition/offset``), the
         source to the message key, the capture time to ``fallback_time``.
+
+        Every header kept is refused when it holds a control character, and
+        numbers are parsed strictly within bounds (sequence: int64). A capture
+        time before 2000 or more than a day after ``now`` (default: this
+        machine's clock) is not refused: the frame is still worth scoring (a
+        camera whose clock was never set), but its time would make latency
+        metrics and tools absurd, so it is replaced by ``fallback_time`` (the
+        message's timestamp) when that is sane, else by ``now``, and the
+        record says so in ``capture_time_replaced``.
         """
         h = _header_map(headers)
         if not value:
             raise FrameDecodeError("empty-value", "message has no image bytes")
-        schema = _int_header(h, t.H_SCHEMA, t.SCHEMA_VERSION)
+        schema = _int_header(h, t.H_SCHEMA, t.SCHEMA_VERSION, low=1)
         if schema > t.SCHEMA_VERSION:
             raise FrameDecodeError(
                 "unsupported-schema", f"schema {schema} is newer than {t.SCHEMA_VERSION}"
@@ -92,16 +122,25 @@ class FrameRecord:
         frame_id = _bounded_id(h.get(t.H_FRAME_ID) or fallback_id, "frame id")
         if not frame_id:
             raise FrameDecodeError("missing-header", f"no {t.H_FRAME_ID} header and no fallback")
+        content_type = h.get(t.H_CONTENT_TYPE, "")
+        if len(content_type) > t.MAX_CONTENT_TYPE_CHARS:
+            raise FrameDecodeError("malformed-header", f"{t.H_CONTENT_TYPE} is {len(content_type)} characters "
+                                   f"(limit {t.MAX_CONTENT_TYPE_CHARS})")  # fmt: skip
+        now = time.time() if now is None else now
         capture = _float_header(h, t.H_CAPTURE_TIME, fallback_time)
+        replaced = not fv.sane_capture_time(capture, now)
+        if replaced:
+            capture = fallback_time if fv.sane_capture_time(fallback_time, now) else now
         return cls(
             frame_id=frame_id,
             source=source or "unknown",
             sequence=_int_header(h, t.H_SEQUENCE, -1),
             capture_time=capture,
             image=bytes(value),
-            content_type=h.get(t.H_CONTENT_TYPE, "")[:100],
+            content_type=content_type,
             origin=_cut(h.get(t.H_ORIGIN, ""), t.MAX_ORIGIN_CHARS),
             schema_version=schema,
+            capture_time_replaced=replaced,
         )
 
 
@@ -114,7 +153,7 @@ def _bounded_id(value: str, what: str) -> str:
     """Ids are used as keys and for de-duplication: one that is too long or holds control characters is refused."""
     if len(value) > t.MAX_ID_CHARS:
         raise FrameDecodeError("malformed-header", f"{what} is {len(value)} characters (limit {t.MAX_ID_CHARS})")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if fv.has_control(value):
         raise FrameDecodeError("malformed-header", f"{what} {_cut(value, 60)!r} holds control characters")
     return value
 
@@ -143,24 +182,24 @@ def _key_text(key: Optional[bytes]) -> str:
         raise FrameDecodeError("malformed-header", "message key is not UTF-8 text") from e
 
 
-def _int_header(h: dict[str, str], name: str, default: int) -> int:
+def _int_header(h: dict[str, str], name: str, default: int, low: int = fv.INT64[0]) -> int:
     if name not in h:
         return default
-    try:
-        return int(h[name])
-    except ValueError as e:
-        raise FrameDecodeError("malformed-header", f"{name}={h[name]!r} is not an integer") from e
+    value = fv.parse_int(h[name], low=low)
+    if value is None:
+        raise FrameDecodeError("malformed-header", f"{name}={_cut(h[name], 60)!r} is not an integer from {low} "
+                               f"to 2**63-1 in decimal digits")  # fmt: skip
+    return value
 
 
 def _float_header(h: dict[str, str], name: str, default: float) -> float:
     if name not in h:
         return default
-    try:
-        value = float(h[name])
-    except ValueError as e:
-        raise FrameDecodeError("malformed-header", f"{name}={h[name]!r} is not a number") from e
-    if not math.isfinite(value):
-        raise FrameDecodeError("malformed-header", f"{name}={h[name]!r} is not finite")
+    value = fv.parse_float(h[name])
+    if value is None:
+        raise FrameDecodeError(
+            "malformed-header", f"{name}={_cut(h[name], 60)!r} is not a finite decimal number"
+        )
     return value
 
 
@@ -225,10 +264,16 @@ class ScoreRecord:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}  # forward compatible: newer fields are ignored
         data.setdefault("schema_version", 1)  # version 1 records predate the field's default of 2
+        bad = sorted(k for k, v in data.items() if not _SCORE_RULES[k](v))
+        if bad:  # anyone who can write the topic writes records: every reader gets only sane values
+            raise ScoreDecodeError(f"score record fields out of their contract: {', '.join(bad)}")
         try:
             return cls(**data)
         except TypeError as e:
             raise ScoreDecodeError(f"score record fields do not match: {e}") from e
+
+
+_SCORE_RULES = fv.score_field_rules(t.MAX_ID_CHARS, t.MAX_ORIGIN_CHARS)
 
 
 @dataclass(frozen=True)

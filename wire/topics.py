@@ -31,6 +31,7 @@ H_ERROR_PAYLOAD_SHA256 = "fw-error-payload-sha256"  # and its sha256, so the fra
 # no frame, however malformed, can make an output too large to deliver.
 MAX_ID_CHARS = 256  # frame id and source id: longer ones make the frame a dead letter
 MAX_ORIGIN_CHARS = 1024  # origin: longer ones are cut (with a marker) in score records
+MAX_CONTENT_TYPE_CHARS = 255  # content type: a longer one makes the frame a dead letter
 MAX_DETAIL_CHARS = 1000  # the human-readable error detail of a dead letter
 MAX_KEPT_HEADER_BYTES = 64 * 1024  # original headers a dead letter keeps; over this they are omitted
 

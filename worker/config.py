@@ -24,6 +24,9 @@ class WorkerConfig:
     precision: str = "auto"
     window: int = 0
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    # Memory all frames being decoded at once may hold (worker/decode_budget.py): two of the largest frames
+    # limits.max_decode_bytes allows, or many ordinary ones. Threads bound the decode pool's CPU; this its memory.
+    decode_budget_bytes: int = 640 * 1024 * 1024
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9108
     drain_timeout_s: float = 30.0
@@ -53,6 +56,11 @@ class WorkerConfig:
                 ("max_wait_s", self.max_wait_s >= 0, "0 or more"),
                 ("window", self.window >= 0, "0 (off) or more"),
                 ("drain_timeout_s", self.drain_timeout_s > 0, "positive"),
+                (
+                    "decode_budget_bytes",
+                    self.decode_budget_bytes >= self.limits.max_decode_bytes,
+                    f"at least limits.max_decode_bytes ({self.limits.max_decode_bytes})",
+                ),
                 ("max_pending_outputs", self.max_pending_outputs >= self.max_batch, "at least max_batch"),
                 ("start_from", self.start_from in ("earliest", "latest"), "earliest or latest"),
                 ("stall_timeout_s", self.stall_timeout_s > 0, "positive"),

@@ -71,7 +71,7 @@ class Delivery:
         return fallback
 
     def _observe(self, rec: ScoreRecord) -> None:
-        self.metrics.latency.observe(rec.latency_s)
+        self.metrics.observe_latency(rec.latency_s)
         if rec.normalized_score is not None:
             self.metrics.score.observe(rec.normalized_score)
         if rec.is_anomaly:

@@ -25,6 +25,7 @@ import numpy as np
 from wire.errors import FrameDecodeError
 from wire.records import FrameRecord
 from worker.decode import DecodeLimits, decode_image
+from worker.decode_budget import DecodeBudget
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,18 @@ class JpegBytes:
 
 
 class ImageExtractor:
-    def __init__(self, embedder: Any, limits: Optional[DecodeLimits] = None, trace: bool = True) -> None:
-        """``trace``: on CPU, run the model as a frozen TorchScript trace (see ``_trace``)."""
+    def __init__(
+        self,
+        embedder: Any,
+        limits: Optional[DecodeLimits] = None,
+        trace: bool = True,
+        budget: Optional[DecodeBudget] = None,
+    ) -> None:
+        """``trace``: on CPU, run the model as a frozen TorchScript trace (see ``_trace``). ``budget``: the
+        memory all decodes share (worker/decode_budget.py); each frame holds its cost until preprocessed."""
         self.embedder = embedder
         self.limits = limits or DecodeLimits()
+        self.budget = budget or DecodeBudget(max(self.limits.max_decode_bytes, 1))
         self.spec = embedder.spec
         self.on_device = getattr(embedder, "device", None) is not None and embedder.device.type == "cuda"
         if trace and not self.on_device and hasattr(embedder, "model"):
@@ -64,8 +73,11 @@ class ImageExtractor:
         if self.on_device and _is_jpeg(record.image):
             size = _check_jpeg(record.image, record.content_type, self.limits)
             return Prepared(JpegBytes(record.image), size)
-        image = decode_image(record.image, record.content_type, self.limits, resize=self.spec.draft_side)
-        return Prepared(self.embedder.preprocess(image), image.info.get("full_size", image.size))
+        with self.budget.lease() as lease:
+            image = decode_image(
+                record.image, record.content_type, self.limits, resize=self.spec.draft_side, lease=lease
+            )
+            return Prepared(self.embedder.preprocess(image), image.info.get("full_size", image.size))
 
     def embed(self, prepared: Sequence[Any]) -> np.ndarray:
         """A batch of prepared frames -> features, T model inputs (tiles) per frame."""
@@ -105,26 +117,34 @@ class NullExtractor:
 class PilExtractor:
     """For an embedder that only embeds PIL images: frames decoded in full in the pool, embedded as images."""
 
-    def __init__(self, embedder: Any, limits: Optional[DecodeLimits] = None) -> None:
+    def __init__(
+        self, embedder: Any, limits: Optional[DecodeLimits] = None, budget: Optional[DecodeBudget] = None
+    ) -> None:
         self.embedder = embedder
         self.limits = limits or DecodeLimits()
+        self.budget = budget
 
     def prepare(self, record: FrameRecord) -> Prepared:
-        image = decode_image(record.image, record.content_type, self.limits)
+        """The decoded image is kept whole until embedded, so only the decode itself holds the budget."""
+        if self.budget is None:
+            image = decode_image(record.image, record.content_type, self.limits)
+        else:
+            with self.budget.lease() as lease:
+                image = decode_image(record.image, record.content_type, self.limits, lease=lease)
         return Prepared(image, image.size)
 
     def embed(self, prepared: Sequence[Any]) -> np.ndarray:
         return self.embedder.embed([p.data if isinstance(p, Prepared) else p for p in prepared])  # type: ignore[no-any-return]
 
 
-def as_extractor(made: Any, limits: DecodeLimits) -> Extractor:
+def as_extractor(made: Any, limits: DecodeLimits, budget: Optional[DecodeBudget] = None) -> Extractor:
     """What an embedder factory made, as an Extractor: an index_store Embedder (preprocess, embed_tensor)
     is wrapped by ImageExtractor, anything else with ``embed(images)`` by PilExtractor."""
     if hasattr(made, "prepare") and hasattr(made, "embed"):
         return made  # type: ignore[no-any-return]
     if hasattr(made, "preprocess") and hasattr(made, "embed_tensor") and hasattr(made, "spec"):
-        return ImageExtractor(made, limits)
-    return PilExtractor(made, limits)
+        return ImageExtractor(made, limits, budget=budget)
+    return PilExtractor(made, limits, budget)
 
 
 def _trace(embedder: Any) -> None:
@@ -169,6 +189,9 @@ def _check_jpeg(data: bytes, content_type: str, limits: DecodeLimits) -> tuple[i
         raise FrameDecodeError("undecodable", f"not a readable image: {e}") from e
     if width * height > limits.max_pixels:
         raise FrameDecodeError("image-too-large", f"{width}x{height} exceeds {limits.max_pixels} pixels")
+    if width * height * 3 > limits.max_decode_bytes:  # nvJPEG: 3 bytes a pixel, in device memory
+        raise FrameDecodeError("image-too-large", f"{width}x{height} needs {width * height * 3 >> 20} MiB to "
+                               f"decode, over the limit of {limits.max_decode_bytes >> 20} MiB per frame")  # fmt: skip
     if min(width, height) < limits.min_side:
         raise FrameDecodeError(
             "image-too-small", f"{width}x{height} is below {limits.min_side} pixels a side"

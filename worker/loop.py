@@ -43,6 +43,7 @@ from wire.records import DeadLetter, FrameRecord
 from worker import kafka_io
 from worker.batcher import Batcher
 from worker.config import WorkerConfig
+from worker.decode_budget import DecodeBudget
 from worker.delivery import Delivery
 from worker.drift import DriftConfig, DriftTracker
 from worker.extract import Extractor, as_extractor
@@ -118,6 +119,8 @@ class Worker:
         self.extractor: Optional[Extractor] = None
         self.stage_metrics = StageMetrics(self.registry)
         self.pool = DecodePool(busy=self.stage_metrics.stage["decode"])
+        self.decode_budget = DecodeBudget(cfg.decode_budget_bytes)  # the pool's memory; threads bound its CPU
+        self.metrics.decode_budget(self.decode_budget.in_use, self.decode_budget.waiting)
         self.stage: Optional[EmbedStage] = None  # started with the worker
         self.consumer: Any = None
         self.health: Optional[HealthServer] = None
@@ -126,6 +129,7 @@ class Worker:
         self._embedder_retry_at = 0.0
         self._connect_at, self._connect_backoff = 0.0, 0.5
         self._gave_up: Optional[Stall] = None
+        self._replaced_times = 0
         self._stop = threading.Event()
         self.metrics.computed(
             ready=lambda: self._ready()[0],
@@ -309,10 +313,20 @@ class Worker:
                                 msg.topic, msg.partition, msg.offset)  # fmt: skip
             self.delivery.dead_letter(letter, (tp, msg.offset))
             return
+        if record.capture_time_replaced:
+            self._capture_time_replaced(record)
         assert self.extractor is not None  # consumption is held until the scorer is built
         prepared = self.pool.submit(self.extractor.prepare, record)
         self.batcher.add(PendingFrame(record, prepared, msg.topic, msg.partition, msg.offset, msg.key,
                                       list(msg.headers or [])))  # fmt: skip
+
+    def _capture_time_replaced(self, record: FrameRecord) -> None:
+        """Counted; logged the first time and then every 1000th, so a camera with an unset clock does not flood."""
+        self.metrics.capture_time_replaced.inc()
+        self._replaced_times += 1
+        if self._replaced_times % 1000 == 1:
+            log.warning("frame %s from %s: capture time before 2000 or over a day ahead, replaced by the message "
+                        "timestamp (%d such frames so far)", record.frame_id, record.source, self._replaced_times)  # fmt: skip
 
     def _unparseable(self, bad: Unparseable) -> None:
         tp = TopicPartition(bad.topic, bad.partition)
@@ -335,7 +349,7 @@ class Worker:
             log.error("%s; retrying in 30s", self._embedder_error)
             self._embedder_retry_at = self.clock() + 30.0
             return False
-        self.extractor = as_extractor(embedder, self.cfg.limits)
+        self.extractor = as_extractor(embedder, self.cfg.limits, self.decode_budget)
         self.scorer = Scorer(self.extractor, self.routing, self.worker_id, self.cfg.window, drift=self.drift)
         self._embedder_error = None
         return True

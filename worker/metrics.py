@@ -21,6 +21,9 @@ from wire.topics import DEAD_LETTER_REASONS
 from worker.drift import DriftTracker
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+# A latency over this is observed as this: a replay of week-old frames is counted (+Inf bucket) without
+# pushing the histogram's sum to where float64 can no longer add a 50 ms frame to it.
+LATENCY_CAP_S = 7 * 86_400.0
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 RELOAD_RESULTS = ("loaded", "refused", "error")
 STALL_REASONS = ("loop-stuck", "no-progress")
@@ -59,6 +62,21 @@ class WorkerMetrics:
             "framewatch_end_to_end_latency_seconds", "Capture time to score publication", buckets=LATENCY_BUCKETS,
             registry=r,
         )  # fmt: skip
+        self.capture_time_replaced = Counter(
+            "framewatch_capture_time_replaced",
+            "Frames whose capture time was before 2000 or over a day ahead, replaced by the message timestamp",
+            registry=r,
+        )
+        self.decode_budget_bytes = Gauge(
+            "framewatch_decode_budget_bytes",
+            "Memory the decode pool holds for frames being decoded",
+            registry=r,
+        )
+        self.decode_budget_waiting = Gauge(
+            "framewatch_decode_budget_waiting",
+            "Frames waiting for decode memory (the budget is full)",
+            registry=r,
+        )
         self.score = Histogram(
             "framewatch_normalized_score", "Score / threshold of scored frames",
             buckets=(0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.5, 2, 5), registry=r,
@@ -91,6 +109,16 @@ class WorkerMetrics:
         self.pending_outputs = Gauge(
             "framewatch_pending_outputs", "Score records and dead letters sent but not yet acknowledged", registry=r
         )
+
+    def observe_latency(self, seconds: float) -> None:
+        """One frame's end-to-end latency, within [0, LATENCY_CAP_S]; NaN (never expected) is not observed."""
+        if seconds == seconds:
+            self.latency.observe(min(max(seconds, 0.0), LATENCY_CAP_S))
+
+    def decode_budget(self, in_use: Callable[[], int], waiting: Callable[[], int]) -> None:
+        """The decode budget's gauges, read at scrape time."""
+        self.decode_budget_bytes.set_function(lambda: float(in_use()))
+        self.decode_budget_waiting.set_function(lambda: float(waiting()))
 
     def known_indexes(self, names: list[str]) -> None:
         for name in names:

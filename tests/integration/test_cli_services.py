@@ -184,6 +184,42 @@ def test_watch_piped_into_head_ends_quietly(kafka_settings, unique, tmp_path):
     assert "Traceback" not in proc.stdout and "BrokenPipe" not in proc.stdout, proc.stdout
 
 
+def test_watch_survives_forged_and_absurd_score_records(kafka_settings, unique):
+    """Anyone who can write the score topic can write anything: watch skips what breaks the contract and goes on."""
+    import dataclasses
+
+    from kafka import KafkaProducer
+
+    topic = f"scores-{unique}"
+    good = json.loads(record("cam1", 1, 2.0).encode()[1])
+    forged = [
+        dict(good, capture_time=1e300), dict(good, capture_time=-1e300), dict(good, score_time=1e300),
+        dict(good, latency_s=1e308), dict(good, source="cam\x1b[2J\x1b[31mOWNED"), dict(good, score="high"),
+        dict(good, sequence=10**400), dict(good, origin="a\r\nb"), dict(good, threshold=1e-320, window_score=1e300),
+    ]  # fmt: skip
+    producer = KafkaProducer(**kafka_settings.client_kwargs())
+    for data in forged:
+        producer.send(topic, key=b"cam1", value=json.dumps(data).encode())
+    producer.send(topic, key=b"cam1", value=b"\xff not json")
+    producer.send(topic, *reversed(dataclasses.replace(record("cam1", 2, 3.0), frame_id="last").encode()))
+    producer.flush(30)
+    producer.close()
+    for argv in ((), ("--json",)):
+        watch = Watch("--kafka", kafka_settings.bootstrap, "--from-beginning", *argv, env={"FRAMEWATCH_TOPIC_SCORES": topic})
+        try:
+            assert wait_until(lambda w=watch: any("last" in x or " 2 " in x for x in w.out), timeout=60), watch.err
+            assert watch.proc.poll() is None, watch.err  # still following
+        finally:
+            code = watch.stop()
+        assert code == 0 and not any("Traceback" in line for line in watch.err), watch.err
+        text = "".join(watch.out)
+        assert "\x1b" not in text and "OWNED" not in text and "\r" not in text, text
+        printed = [line for line in watch.out if "cam1" in line]
+        assert len(printed) == 3, watch.out  # huge but finite latency and window score are shown; the last record
+        assert sum("out of their contract" in line for line in watch.err) == 7, watch.err
+        assert sum("not JSON" in line for line in watch.err) == 1, watch.err
+
+
 def test_work_refuses_routes_to_indexes_of_different_backbones_at_start(kafka_settings, redis_url, unique):
     from index_store.spec import EmbedderSpec
     from tests.integration import harness as h

@@ -17,7 +17,7 @@ import redis
 from framewatch.services import LocalBroker, LocalRedis
 from index_store.errors import CorruptIndex
 from index_store.keys import Keys
-from tests.frame_corpus import CORPUS_LIMITS, bad_samples, valid_samples
+from tests.frame_corpus import CORPUS_LIMITS, bad_samples, hostile_headers, valid_samples, with_headers
 from tests.integration import harness as h
 from wire import topics as t
 from wire.records import FrameRecord
@@ -139,6 +139,11 @@ def test_bad_frames_are_dead_lettered_valid_odd_ones_scored_worker_alive_and_bou
     for i, s in enumerate(bad + odd):
         messages.append(message(s.name, s.data, s.content_type))
         messages.append(good[8 + i % 16].encode() if i < 16 else good[8].encode())
+    hostile = hostile_headers()  # a valid image under headers that try to become markup or absurd numbers
+    hostile_id = {hs.name: hs.headers.get(t.H_FRAME_ID, hs.name.encode()).decode() for hs in hostile}
+    for hs in hostile:
+        key, value, headers = message(hs.name, good[3].image, "image/jpeg")
+        messages.append((key, value, with_headers(headers, hs.headers)))
     # missing optional headers: no frame id, no source, no content type; the id comes from topic/partition/offset
     messages.append((b"camH", good[0].image, []))
     messages.append((None, good[1].image, [(t.H_SEQUENCE, b"7")]))
@@ -146,7 +151,8 @@ def test_bad_frames_are_dead_lettered_valid_odd_ones_scored_worker_alive_and_bou
     messages.append((b"camX", good[2].image, [(t.H_FRAME_ID, b"bad-header"), (t.H_SOURCE, b"\xff\xfe")]))
 
     worker = h.worker_process(kafka_settings, redis_url, prefix, topics, group,
-                              extra=("--max-bytes", str(CORPUS_LIMITS.max_bytes)))  # fmt: skip
+                              extra=("--max-bytes", str(CORPUS_LIMITS.max_bytes),
+                                     "--max-decode-mib", str(CORPUS_LIMITS.max_decode_bytes >> 20)))  # fmt: skip
     rss: list[int] = []
     stop = threading.Event()
 
@@ -161,8 +167,8 @@ def test_bad_frames_are_dead_lettered_valid_odd_ones_scored_worker_alive_and_bou
         sampler.start()
         offsets = h.produce_messages(kafka_settings, topics.frames, messages)
         headerless = {f"{topics.frames}/{p}/{o}" for p, o in offsets[-3:-1]}
-        produced = ids(good) | {s.name for s in bad + odd} | headerless | {"bad-header"}
-        expected_dead = {s.name for s in bad} | {"bad-header"}
+        produced = ids(good) | {s.name for s in bad + odd} | headerless | {"bad-header"} | set(hostile_id.values())
+        expected_dead = {s.name for s in bad} | {"bad-header"} | {hostile_id[hs.name] for hs in hostile if hs.reason}
         assert h.wait_for_ids(kafka_settings, topics, produced, 90), worker.output()
         scored, letters = h.assert_nothing_lost(kafka_settings, topics, produced, expected_dead)
 
@@ -173,6 +179,12 @@ def test_bad_frames_are_dead_lettered_valid_odd_ones_scored_worker_alive_and_bou
         assert letters["bad-header"][0].reason == "malformed-header"
         for s in odd:
             assert scored[s.name][0].score >= 0, s.name
+        for hs in hostile:
+            if hs.reason:
+                assert letters[hostile_id[hs.name]][0].reason == hs.reason, hs.name
+            else:  # an absurd capture time is replaced by the message timestamp: sane in records and metrics
+                (rec,) = scored[hs.name]
+                assert abs(rec.capture_time - time.time()) < 600 and 0 <= rec.latency_s < 600, (hs.name, rec)
         for fid in headerless:
             (rec,) = scored[fid]
             assert rec.source in ("camH", "unknown") and np.isfinite(rec.score)
@@ -182,6 +194,8 @@ def test_bad_frames_are_dead_lettered_valid_odd_ones_scored_worker_alive_and_bou
         body = worker.get("/metrics")[1]
         for s in bad:
             assert h.metric_value(body, f'framewatch_dead_letters_total{{reason="{s.reason}"}}') >= 1
+        assert h.metric_value(body, "framewatch_capture_time_replaced_total") == 4
+        assert h.metric_value(body, "framewatch_end_to_end_latency_seconds_sum") < 3600, "latency sum poisoned"
     finally:
         stop.set()
         worker.close()

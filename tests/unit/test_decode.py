@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.frame_corpus import CORPUS_LIMITS, bad_samples, png_claiming, valid_samples
+from tests.frame_corpus import CORPUS_LIMITS, bad_samples, png_16_bit, png_claiming, valid_samples
 from wire.errors import FrameDecodeError
 from worker.decode import DecodeLimits, decode_image, to_rgb
+from worker.decode_budget import DecodeBudget
 
 BAD = bad_samples()
 VALID = valid_samples()
@@ -39,7 +40,7 @@ def test_every_documented_reason_is_covered_by_the_corpus():
 
     documented = {
         "empty-value", "message-too-large", "unsupported-content-type", "undecodable",
-        "truncated", "image-too-small", "image-too-large",
+        "truncated", "image-too-small", "image-too-large", "malformed-header",
     }  # fmt: skip
     for reason in documented:
         assert reason in (worker.decode.__doc__ or "")
@@ -146,3 +147,81 @@ def test_jpeg_with_an_mpf_preview_is_scored_from_its_primary_image():
     img.save(buf, format="MPO", save_all=True, append_images=[img.resize((40, 30))])
     decoded = decode_image(buf.getvalue(), "image/jpeg")
     assert decoded.size == (120, 90) and decoded.mode == "RGB"
+
+
+def _peak_growth_mib(run) -> float:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def test_a_16_bit_6300_square_png_decodes_without_float64_copies():
+    data = png_16_bit(6300, 6300)  # 77 kB
+    assert len(data) < 100_000
+    out = []
+    # the decode's own cost: 79 MB of 16-bit pixels + 40 MB of 8-bit + 159 MB of RGB = 265 MiB (was ~1 GB)
+    growth = _peak_growth_mib(
+        lambda: out.append(decode_image(data, "image/png", DecodeLimits(max_decode_bytes=300 << 20)))
+    )
+    assert out[0].mode == "RGB" and out[0].size == (6300, 6300)
+    assert growth < 400, f"peak grew {growth:.0f} MiB"
+
+
+def test_decoded_bytes_are_limited_not_only_pixels():
+    data = png_16_bit(3000, 3000)  # 9 M pixels, far under max_pixels; 9 MB*2 + 9 MB + 36 MB = 63 MB
+    decode_image(data, "image/png", DecodeLimits(max_decode_bytes=64 << 20))
+    with pytest.raises(FrameDecodeError) as err:
+        decode_image(data, "image/png", DecodeLimits(max_decode_bytes=32 << 20))
+    assert err.value.reason == "image-too-large"
+    assert "3000x3000 I;16 needs 60 MiB to decode, over the limit of 32 MiB per frame" in err.value.message
+
+
+def test_a_lease_holds_the_frames_cost_until_released_and_refuses_more_than_the_budget():
+    budget = DecodeBudget(100 << 20)
+    data = png_16_bit(3000, 3000)
+    with budget.lease() as lease:
+        decode_image(data, "image/png", DecodeLimits(), lease=lease)
+        assert budget.in_use() == 63_000_000  # held while the caller preprocesses the image
+    assert budget.in_use() == 0
+    small = DecodeBudget(32 << 20)
+    with (
+        pytest.raises(FrameDecodeError, match="more than the decode budget of 32 MiB"),
+        small.lease() as lease,
+    ):
+        decode_image(data, "image/png", DecodeLimits(), lease=lease)
+    assert small.in_use() == 0
+
+
+def test_the_budget_bounds_decodes_running_at_once_and_serves_them_in_order():
+    import threading
+
+    budget = DecodeBudget(100)
+    order: list[str] = []
+    first = budget.lease()
+    lease = first.__enter__()
+    lease.take(80)
+
+    def want(name: str, nbytes: int) -> None:
+        with budget.lease() as mine:
+            mine.take(nbytes)
+            order.append(name)
+
+    big = threading.Thread(target=want, args=("big", 90))
+    big.start()
+    while not budget.waiting():  # the big request is waiting
+        big.join(0.01)
+    small = threading.Thread(target=want, args=("small", 10))  # would fit now, but must not overtake
+    small.start()
+    small.join(0.2)
+    assert order == [] and budget.in_use() == 80
+    first.__exit__(None, None, None)
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"] and budget.in_use() == 0
+
+
+def test_float_and_32_bit_images_are_scaled_to_their_maximum():
+    f = Image.fromarray(np.array([[np.nan, -1.0, 2.0, 4.0]] * 40, dtype=np.float32).repeat(10, axis=1))
+    assert list(np.asarray(to_rgb(f))[0, ::10, 0]) == [0, 0, 127, 255]
+    i = Image.fromarray(np.array([[0, 500, 1000]] * 40, dtype=np.int32).repeat(10, axis=1))
+    assert i.mode == "I" and list(np.asarray(to_rgb(i))[0, ::10, 0]) == [0, 127, 255]

@@ -75,3 +75,75 @@ def test_rate_limiter_spaces_frames_by_the_interval():
     for _ in range(5):
         limiter.wait()
     assert now[0] == 1.0 and slept == [0.25] * 4
+
+
+class Fatal:
+    """A producer in kafka-python's fatal state: every send fails (an InitProducerId error after a broker restart)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.sends = 0
+
+    def send(self, topic, value, key, headers):
+        self.sends += 1
+        raise RuntimeError("KafkaError: InitProducerId failed: fatal")
+
+    def flush(self, timeout=None):
+        pass
+
+    def close(self, timeout=None):
+        self.closed = True
+
+
+def test_a_producer_failing_for_the_renewal_time_is_replaced_and_limit_counts_attempts(tmp_path):
+    from producer.publisher import Renewal
+
+    (tmp_path / "only.png").write_bytes(png_bytes(0))
+    now = [0.0]
+    fatal, fresh = Fatal(), Recorder()
+    registry = CollectorRegistry()
+    pub = Publisher(fatal, "frames", "cam", ProducerMetrics(registry), limiter=RateLimiter(0),
+                    renewal=Renewal(lambda: fresh, renew_after_s=10.0, clock=lambda: now[0]))  # fmt: skip
+
+    def frames():
+        for frame in FolderSource(tmp_path, loop=True).frames():
+            yield frame
+            now[0] += 1.0  # one frame a second
+
+    report = pub.publish(frames(), limit=25)
+    assert (report.sent + report.failed, report.failed, report.renewed) == (25, 11, 1)  # 0 s .. 10 s failed
+    assert fatal.closed and fatal.sends == 11 and len(fresh.sent) == 14
+    assert registry.get_sample_value("framewatch_producer_renewals_total") == 1
+
+
+def test_renewed_producers_that_keep_failing_give_up_with_one_clear_error(tmp_path):
+    import pytest
+
+    from producer.publisher import ProducerFailed, Renewal
+
+    (tmp_path / "only.png").write_bytes(png_bytes(0))
+    now = [0.0]
+    made: list[Fatal] = []
+
+    def make() -> Fatal:
+        made.append(Fatal())
+        return made[-1]
+
+    def frames():
+        for frame in FolderSource(tmp_path, loop=True).frames():
+            yield frame
+            now[0] += 1.0
+
+    pub = Publisher(make(), "frames", "cam", ProducerMetrics(CollectorRegistry()), limiter=RateLimiter(0),
+                    renewal=Renewal(make, renew_after_s=10.0, give_up_after_s=60.0, clock=lambda: now[0]))  # fmt: skip
+    with pytest.raises(ProducerFailed, match=r"no frame acknowledged for 60s.*InitProducerId.*giving up"):
+        pub.publish(frames())
+    assert len(made) == 6 and all(p.closed for p in made[:-1])  # the first, renewed at 10 .. 50 s; 60 s: stop
+
+
+def test_origins_with_control_characters_are_escaped_so_the_frame_stays_valid(tmp_path):
+    (tmp_path / "a\nb.png").write_bytes(png_bytes(0))
+    rec = Recorder()
+    Publisher(rec, "frames", "cam", ProducerMetrics(CollectorRegistry())).publish(FolderSource(tmp_path).frames())
+    (_, key, value, headers), = rec.sent
+    assert FrameRecord.decode(key, value, headers).origin == "a\\x0ab.png"

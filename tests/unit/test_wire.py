@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.frame_corpus import hostile_headers, with_headers
 from wire.anomaly_map import decode_map, encode_map
 from wire.errors import FrameDecodeError, ScoreDecodeError
 from wire.records import DeadLetter, FrameRecord, ScoreRecord
@@ -30,8 +31,14 @@ def test_frame_round_trip_keeps_every_field_and_uses_raw_bytes_as_value():
 def test_frame_without_optional_headers_uses_fallbacks():
     key, value, headers = frame().encode()
     stripped = [(k, v) for k, v in headers if k in ()]
-    got = FrameRecord.decode(key, value, stripped, fallback_id="frames/0/42", fallback_time=12.5)
-    assert (got.frame_id, got.source, got.sequence, got.capture_time) == ("frames/0/42", "cam1", -1, 12.5)
+    got = FrameRecord.decode(key, value, stripped, fallback_id="frames/0/42", fallback_time=1700000012.5)
+    assert (got.frame_id, got.source, got.sequence, got.capture_time) == (
+        "frames/0/42",
+        "cam1",
+        -1,
+        1700000012.5,
+    )
+    assert not got.capture_time_replaced
 
 
 @pytest.mark.parametrize(
@@ -128,7 +135,7 @@ def test_ids_are_bounded_and_a_long_origin_is_cut():
     control = [(k, b"cam\x00one" if k == "fw-source" else v) for k, v in headers]
     with pytest.raises(FrameDecodeError, match="control characters"):
         FrameRecord.decode(key, value, control)
-    huge_origin = [(k, b"\x01" * 3_600_000 if k == "fw-origin" else v) for k, v in headers]
+    huge_origin = [(k, b"o" * 3_600_000 if k == "fw-origin" else v) for k, v in headers]
     rec = FrameRecord.decode(key, value, huge_origin)
     assert len(rec.origin) <= 1024 and rec.origin.endswith("[3600000 chars]")
 
@@ -170,3 +177,76 @@ def test_redis_url_secrets_redacted_in_every_form():
         assert fragment not in r.redacted() and fragment not in repr(r), r.redacted()
         assert "host" in r.redacted()
         assert fragment not in r.scrub(f"Error connecting with {url}: bad password {password}")
+
+
+HOSTILE = hostile_headers()
+
+
+@pytest.mark.parametrize("sample", HOSTILE, ids=[s.name for s in HOSTILE])
+def test_hostile_headers_are_refused_or_made_sane(sample):
+    now = 1_800_000_000.0
+    key, value, headers = frame(capture_time=now - 5).encode()
+    hostile = with_headers(headers, sample.headers)
+    if sample.reason:
+        with pytest.raises(FrameDecodeError) as e:
+            FrameRecord.decode(key, value, hostile, fallback_time=now - 2, now=now)
+        assert e.value.reason == sample.reason and e.value.message
+        assert "\r" not in str(e.value) and "\n" not in str(e.value)  # the detail is a dead-letter header too
+        return
+    rec = FrameRecord.decode(key, value, hostile, fallback_time=now - 2, now=now)
+    assert rec.capture_time == now - 2 and rec.capture_time_replaced  # the message's timestamp instead
+
+
+def test_an_absurd_capture_time_with_an_absurd_timestamp_falls_back_to_now():
+    key, value, headers = frame().encode()
+    hostile = with_headers(headers, {H_CAPTURE_TIME: b"-1e300"})
+    rec = FrameRecord.decode(key, value, hostile, fallback_time=0.0, now=1_800_000_000.0)
+    assert rec.capture_time == 1_800_000_000.0 and rec.capture_time_replaced
+    sane = FrameRecord.decode(key, value, headers, now=1_800_000_000.0)
+    assert sane.capture_time == 1700000000.25 and not sane.capture_time_replaced
+    ahead = with_headers(
+        headers, {H_CAPTURE_TIME: b"1800086000.0"}
+    )  # 23 h ahead: a clock off by a zone, kept
+    assert FrameRecord.decode(key, value, ahead, now=1_800_000_000.0).capture_time == 1800086000.0
+
+
+def test_numbers_are_bounded_but_int64_edges_pass():
+    key, value, headers = frame().encode()
+    top = FrameRecord.decode(key, value, with_headers(headers, {H_SEQUENCE: str(2**63 - 1).encode()}))
+    assert top.sequence == 2**63 - 1
+
+
+def _score_json(**kw) -> bytes:
+    s = ScoreRecord(frame_id="f", source="cam1", sequence=3, capture_time=1.7e9, score_time=1.7e9, score=4.5,
+                    threshold=3.0, is_anomaly=True, index_name="lot", index_version=2, backbone="r18", latency_s=1.0)  # fmt: skip
+    data = json.loads(s.encode()[1])
+    data.update(kw)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"capture_time": 1e300},
+        {"capture_time": -1e300},
+        {"score_time": -1},
+        {"score": "high"},
+        {"score": True},
+        {"sequence": 10**400},
+        {"sequence": 1.5},
+        {"source": 7},
+        {"source": "cam\x1b[2J"},
+        {"frame_id": "f\r\nX: y"},
+        {"origin": "a\u2028b"},
+        {"threshold": "3"},
+        {"is_anomaly": 1},
+        {"hotspot": [1, 2, "x", 4]},
+        {"neighbors": "a.png"},
+        {"anomaly_map": [1]},
+        {"source": "c" * 300},
+    ],
+    ids=str,
+)
+def test_score_records_out_of_contract_are_typed_errors_for_every_reader(fields):
+    with pytest.raises(ScoreDecodeError, match="out of their contract"):
+        ScoreRecord.decode(_score_json(**fields))
