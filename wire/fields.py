@@ -99,4 +99,6 @@ def score_field_rules(id_chars: int, text_chars: int) -> dict[str, Callable[[Any
         "hotspot": _optional(lambda v: isinstance(v, list) and len(v) == 4 and all(_integer(x) for x in v)),
         "anomaly_map": _optional(lambda v: isinstance(v, dict)),
         "neighbors": _optional(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        "frame_size": _optional(lambda v: isinstance(v, list) and len(v) == 2 and all(_integer(x) for x in v)),
+        "geometry": _text(40),
     }  # fmt: skip
