@@ -27,6 +27,10 @@ patch indexes first go through ``patch_rows``):
   embeddings; it is kept, and since scores can only fall, the previous
   calibration's false-alarm rate remains an upper bound (recorded in the
   version's calibration).
+- positional memories (global tiles, ``--position-radius``; index_store/positional.py): each
+  marked frame's grid is added at its own cells, k copies each, so every cell of
+  the marked frame then scores 0 against its own position and nothing else can
+  score higher than before. The threshold is kept, as for patch indexes.
 - ``patch`` (any memory: exact, k-means, coreset): of each marked frame's grid
   of patch features, only the cells that score over half the threshold (the
   region that raised the alarm) need teaching; they are compressed by greedy
@@ -156,6 +160,20 @@ def absorb_patch(meta: IndexMeta, index: knn.KnnIndex, rows: np.ndarray) -> Abso
     return Absorbed(knn.KnnIndex(index.kind, index.k, vectors), meta.threshold, calibration, "patch-coreset")
 
 
+def absorb_positional(meta: IndexMeta, index: Any, grids: np.ndarray) -> Absorbed:
+    """(N, h, w, D) marked grids appended at their own cells, k copies each (module docstring)."""
+    from index_store.positional import PositionalMemory
+
+    grids = np.asarray(grids, dtype=np.float32)
+    if grids.ndim != 4 or grids.shape[1:3] != index.grid or grids.shape[-1] != index.dim:
+        raise FeedbackError(f"marked frames give grids of shape {grids.shape[1:]}, index {meta.name!r} holds "
+                            f"{index.grid} x {index.dim}")  # fmt: skip
+    added = np.repeat(grids.transpose(1, 2, 0, 3), index.k, axis=2)
+    memory = PositionalMemory(index.kind, index.k, index.radius, np.concatenate([index.vectors, added], axis=2))
+    calibration = {**meta.calibration, "threshold_kept": "marked frames only lower scores at their own cells"}
+    return Absorbed(memory, meta.threshold, calibration, "positional-append")
+
+
 def absorb(
     meta: IndexMeta, index: knn.KnnIndex, embeddings: np.ndarray, marks: Sequence[Mark],
     clock: Callable[[], float] = time.time,
@@ -163,6 +181,9 @@ def absorb(
     """The next version's metadata (version 0: set on publish) and index, with ``marks`` absorbed."""
     if not marks or len(marks) != len(embeddings):
         raise FeedbackError(f"{len(embeddings)} embeddings for {len(marks)} marked frames")
+    if hasattr(index, "search_grid"):
+        out = absorb_positional(meta, index, embeddings)
+        return _next_version(meta, out, marks, index.k, clock), out.index  # type: ignore[return-value]
     is_patch = meta.embedder_spec.is_patch
     emb = knn.as_f32(patch_rows(index, embeddings, meta.threshold) if is_patch else embeddings)
     if emb.shape[1] != index.dim:
@@ -175,6 +196,13 @@ def absorb(
             f"index {meta.name!r} is a {meta.kind} index: feedback for it is not implemented yet"
         )
     out = absorber(meta, index, emb)
+    return _next_version(meta, out, marks, index.k, clock), out.index
+
+
+def _next_version(
+    meta: IndexMeta, out: Absorbed, marks: Sequence[Mark], copies: int, clock: Callable[[], float]
+) -> IndexMeta:
+    """The absorbed version's metadata (version 0: set on publish), with what it absorbed and from whom."""
     previous_total = int(meta.feedback.get("total_absorbed", 0))
     feedback = {
         "absorbed": len(marks),
@@ -183,15 +211,15 @@ def absorb(
         "frames": [m.frame_id for m in marks],
         "base_version": meta.version,
         "method": out.method,
-        "copies": index.k,
+        "copies": copies,
         "n_fit_vectors": _fit_vectors(meta),
         "at": clock(),
     }
-    new_meta = dataclasses.replace(
-        meta, version=0, created_at=0.0, sha256="", n_chunks=0, n_vectors=out.index.size,
+    n_vectors = out.index.to_arrays()[0].shape[0] if hasattr(out.index, "to_arrays") else out.index.size
+    return dataclasses.replace(
+        meta, version=0, created_at=0.0, sha256="", n_chunks=0, n_vectors=n_vectors,
         threshold=out.threshold, calibration=out.calibration, feedback=feedback,
     )  # fmt: skip
-    return new_meta, out.index
 
 
 def publish_marked(

@@ -148,3 +148,27 @@ def test_draft_decoding_keeps_the_input_resolution() -> None:
     side = spec.draft_side((1280, 720))
     assert side >= 96 and side * 1280 / 720 >= 160
     assert dataclasses.replace(BASE, view="center", resize=110, crop=96).draft_side((1280, 720)) == 110
+
+
+def test_global_tiles_are_each_compared_with_their_own_position_and_absorb_feedback() -> None:
+    """Global tiles: the bottom-right tile of a frame is judged against bottom-right tiles only, and a
+    frame marked normal stops alarming at its own tile positions."""
+    from index_store.feedback import Mark, absorb
+    from index_store.repository import IndexMeta
+
+    spec = dataclasses.replace(default_spec("resnet18", view="full"), weights="random:0", input_size=64,
+                               tiles=(2, 2), tile_overlap=0.1)  # fmt: skip
+    emb, index, cal = fit(spec)
+    assert hasattr(index, "search_grid") and index.grid == (2, 2) and index.radius == 0
+    intruder = with_square(scene(80), x=270, y=130, side=40)
+    feats = emb.embed([rgb(scene(81)), rgb(intruder)])
+    assert feats.shape == (2, 2, 2, 512)
+    scores, maps = anomaly_maps.score_maps(index, feats, emb.spec)
+    assert scores[1] > cal.threshold and int(np.argmax(maps[1])) == 3, maps[1]  # the bottom-right tile
+    x0, y0, _x1, _y1 = anomaly_maps.hotspot(maps[1], emb.spec, W, H)
+    assert x0 >= W // 3 and y0 >= H // 3
+    meta = IndexMeta("yard", index.kind, index.k, 512, 1, emb.spec.to_dict(), threshold=cal.threshold)
+    new_meta, new_index = absorb(meta, index, feats[1:], [Mark("f1", "ana")])
+    assert new_meta.feedback["method"] == "positional-append"
+    assert anomaly_maps.score_maps(new_index, feats[1:], emb.spec)[0][0] < 1e-3
+    assert anomaly_maps.score_maps(new_index, feats[:1], emb.spec)[0][0] <= scores[0] + 1e-4
