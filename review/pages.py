@@ -41,10 +41,11 @@ ul.nn{margin:0 0 8px;padding-left:18px;color:#556}
 .empty{margin:20px;color:#667}
 .who{font-size:13px}.login{margin:40px auto;max-width:420px;background:#fff;padding:20px;border-radius:6px}
 .login input{width:100%;box-sizing:border-box;padding:6px;margin:8px 0}
+.zone{position:absolute;border:1px dashed #eee;background:rgba(90,90,90,.45)}
 """
 MAP_MAX = 64  # widest/tallest anomaly map drawn (a forged record could ask for millions of cells)
 ALPHAS = 12  # map shades: a0 (clear) .. a12 (0.6 red)
-STYLE += "".join(f".w{i}{{width:{i}%}}.l{i}{{left:{i}%}}" for i in range(101))
+STYLE += "".join(f".w{i}{{width:{i}%}}.l{i}{{left:{i}%}}.t{i}{{top:{i}%}}.h{i}{{height:{i}%}}" for i in range(101))
 STYLE += "".join(f".a{i}{{background:rgba(255,0,0,{0.6 * i / ALPHAS:.2f})}}" for i in range(ALPHAS + 1))
 STYLE += "".join(f".c{i}{{grid-template-columns:repeat({i},1fr)}}" for i in range(1, MAP_MAX + 1))
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
@@ -73,6 +74,21 @@ def _map_overlay(record: ScoreRecord) -> str:
     top = max((v for row in grid for v in row), default=0.0) or 1.0
     cells = "".join(f'<div class="a{round(ALPHAS * v / top)}"></div>' for row in grid for v in row)
     return f'<div class="map c{w}" title="anomaly map">{cells}</div>'
+
+
+def _zones(record: ScoreRecord) -> str:
+    """The index's ignore zones over the frame (grey boxes): never scored, never the hotspot."""
+    zones = (record.anomaly_map or {}).get("ignore")
+    size = record.frame_size
+    if not isinstance(zones, list) or not size or len(size) != 2 or min(size) <= 0:
+        return ""
+    out = []
+    for z in zones[:16]:
+        if not (isinstance(z, list) and len(z) == 4 and all(isinstance(v, (int, float)) for v in z)):
+            continue
+        x0, y0, x1, y1 = (min(100, max(0, round(100 * v / size[i % 2]))) for i, v in enumerate(z))
+        out.append(f'<div class="zone l{x0} t{y0} w{max(0, x1 - x0)} h{max(0, y1 - y0)}" title="ignored"></div>')
+    return "".join(out)
 
 
 def _score_bar(record: ScoreRecord) -> str:
@@ -121,7 +137,7 @@ def card(record: ScoreRecord, answer: Optional[dict[str, Any]], csrf: str = "") 
     )
     return (
         f'<article id="{fid}" data-frame-id="{fid}"><figure><img src="{_e(frame_url(record))}" alt="frame {fid}">'
-        f"{_map_overlay(record)}</figure>"
+        f"{_map_overlay(record)}{_zones(record)}</figure>"
         f"<dl><dt>frame</dt><dd>{fid}</dd><dt>score</dt><dd>{record.score:.4g}{ratio}</dd>"
         f"<dt>threshold</dt><dd>{thr}</dd><dt>index</dt><dd>{_e(record.index_name)} v{record.index_version}</dd>"
         f"<dt>origin</dt><dd>{_e(record.origin or '-')}</dd></dl>{_score_bar(record)}{_why(record)}"

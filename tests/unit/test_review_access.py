@@ -96,3 +96,14 @@ def test_a_forged_anomaly_map_cannot_blow_up_the_page() -> None:
     assert 'class="map c4"' in pages.card(record(anomaly_map=encode_map([[0, 1, 2, 3]] * 3)), None)
     wide = encode_map([[1.0] * 100_000])  # 100,000 cells: not drawn
     assert 'class="map' not in pages.card(record(anomaly_map=wide), None)
+
+
+def test_an_indexs_ignore_zones_are_drawn_over_the_frame() -> None:
+    from wire.anomaly_map import encode_map
+
+    amap = {**encode_map([[0, 1], [2, 3]]), "box": [0, 0, 1280, 720], "ignore": [[0, 0, 320, 72]]}
+    card = pages.card(record(anomaly_map=amap, frame_size=[1280, 720]), None)
+    assert 'class="zone l0 t0 w25 h10"' in card and "style=" not in card
+    forged = {**amap, "ignore": [["<b>", 0, 1, 1], [0, 0, 10**9, 10**9]] * 50}
+    card = pages.card(record(anomaly_map=forged, frame_size=[1280, 720]), None)
+    assert card.count('class="zone') == 8 and "<b>" not in card  # bad boxes skipped, at most 16 read, clamped
