@@ -25,7 +25,7 @@ from typing import Mapping, Optional
 
 from wire.errors import FramewatchError
 from wire.settings import KAFKA_CLIENTS, KafkaSettings, RedisSettings
-from wire.topics import Topics
+from wire.topics import AlertTopics, Topics
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,6 +48,8 @@ ENV_VARS = {
     "FRAMEWATCH_TOPIC_FRAMES": "input topic (default frames)",
     "FRAMEWATCH_TOPIC_SCORES": "output topic (default scores)",
     "FRAMEWATCH_TOPIC_DLQ": "dead-letter topic (default frames.dlq)",
+    "FRAMEWATCH_TOPIC_ALERTS_DLQ": "alerts no sink could take (default alerts.dlq)",
+    "FRAMEWATCH_TOPIC_INCIDENTS": "incidents the alerter opens and closes (default incidents)",
     "FRAMEWATCH_REDIS_PREFIX": "Redis key prefix (default framewatch)",
 }
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -153,4 +155,12 @@ def topics(env: Mapping[str, str] = os.environ) -> Topics:
         frames=env.get("FRAMEWATCH_TOPIC_FRAMES", default.frames),
         scores=env.get("FRAMEWATCH_TOPIC_SCORES", default.scores),
         dead_letters=env.get("FRAMEWATCH_TOPIC_DLQ", default.dead_letters),
+    )
+
+
+def alert_topics(env: Mapping[str, str] = os.environ) -> AlertTopics:
+    default = AlertTopics()
+    return AlertTopics(
+        dead_letters=env.get("FRAMEWATCH_TOPIC_ALERTS_DLQ", default.dead_letters),
+        incidents=env.get("FRAMEWATCH_TOPIC_INCIDENTS", default.incidents),
     )
