@@ -22,9 +22,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "default alerts.dlq).",
     )  # fmt: skip
     p.add_argument("--webhook", action="append", default=[], metavar="URL",
-                   help="POST JSON here; repeatable. user:pass@ in the URL is sent as HTTP basic auth")  # fmt: skip
+                   help="POST JSON here; repeatable (else FRAMEWATCH_ALERT_WEBHOOKS, space-separated); "
+        "user:pass@ in the URL is sent as HTTP basic auth")  # fmt: skip
     p.add_argument(
-        "--slack", action="append", default=[], metavar="URL", help="Slack incoming-webhook URL; repeatable"
+        "--slack",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="Slack incoming-webhook URL; repeatable (else FRAMEWATCH_ALERT_SLACK)",
     )
     p.add_argument("--stdout", action="store_true", help="also print one JSON line per alert")
     p.add_argument("--cooldown", type=flags.non_negative, default=300.0, metavar="SECONDS",
@@ -65,18 +70,21 @@ def run(args: argparse.Namespace) -> int:
     from alerting.consumer import AlertConsumer
     from alerting.metrics import AlertMetrics
     from alerting.sinks import SlackSink, StdoutSink, WebhookSink
+    from framewatch import settings
     from framewatch.admin import ensure_named_topics
     from framewatch.cli import stop_on_signals
     from wire.errors import FramewatchError
 
     timeout = args.webhook_timeout
-    sinks: list[Any] = [WebhookSink(u, timeout) for u in args.webhook] + [
-        SlackSink(u, timeout) for u in args.slack
-    ]
+    env_hooks, env_slack = settings.alert_urls(args.environment)
+    sinks: list[Any] = [WebhookSink(u, timeout) for u in args.webhook or env_hooks]
+    sinks += [SlackSink(u, timeout) for u in args.slack or env_slack]
     if args.stdout:
         sinks.append(StdoutSink())
     if not sinks:
-        raise FramewatchError("no sink: pass --webhook URL, --slack URL or --stdout")
+        raise FramewatchError(
+            "no sink: pass --webhook URL, --slack URL or --stdout (or set FRAMEWATCH_ALERT_WEBHOOKS)"
+        )
     try:
         noise = NoiseConfig(cooldown_s=args.cooldown, need=args.need, window=args.window)
     except ValueError as e:

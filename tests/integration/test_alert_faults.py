@@ -18,8 +18,11 @@ from tests.integration.test_alerting import Hook, alert_dead_letters, alert_topi
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def alerter(kafka, topics, alert_topics, group: str, *extra: str) -> h.WorkerProcess:  # type: ignore[no-untyped-def]
-    env = {"FRAMEWATCH_TOPIC_SCORES": topics.scores, "FRAMEWATCH_TOPIC_ALERTS_DLQ": alert_topics.dead_letters}
+def alerter(
+    kafka, topics, alert_topics, group: str, *extra: str, env: dict[str, str] | None = None
+) -> h.WorkerProcess:  # type: ignore[no-untyped-def]
+    env = {"FRAMEWATCH_TOPIC_SCORES": topics.scores, "FRAMEWATCH_TOPIC_ALERTS_DLQ": alert_topics.dead_letters,
+           **(env or {})}  # fmt: skip
     cmd = [sys.executable, "-m", "framewatch.cli", "alert", "--kafka", kafka.bootstrap, "--group", group,
            "--metrics-host", "127.0.0.1", "--metrics-port", "0", "--cooldown", "0", *extra]  # fmt: skip
     return h.WorkerProcess(cmd, {**os.environ, **env})
@@ -99,8 +102,8 @@ def test_credentials_stay_out_of_logs_basic_auth_arrives_slack_is_escaped_and_50
     )
     no_path = f"http://127.0.0.1:{nopath.port}?token=nopath-secret-789"
     group = f"alerts-{unique}"
-    proc = alerter(kafka_settings, topics, alert_topics, group, "--webhook", with_user, "--webhook", no_path,
-                   "--slack", slack.url, "--from-beginning")  # fmt: skip
+    proc = alerter(kafka_settings, topics, alert_topics, group, "--slack", slack.url, "--from-beginning",
+                   env={"FRAMEWATCH_ALERT_WEBHOOKS": f"{with_user} {no_path}"})  # fmt: skip
     try:
         proc.port()
         hook.fail_until = time.monotonic() + fail_for  # answers 500 for a while, then 200

@@ -171,3 +171,35 @@ def test_an_alert_that_cannot_be_delivered_in_its_retry_time_is_dead_lettered(ka
     assert not any(
         "secret-token" in r.getMessage() for r in caplog.records
     )  # the webhook path stays out of logs
+
+
+def test_a_rebalance_mid_stream_neither_stops_an_alerter_nor_loses_an_alert(kafka_settings, unique):
+    topics, alert_topics = h.topics_for(unique, kafka_settings), alert_topics_for(unique, kafka_settings)
+    hook, stop = Hook(), threading.Event()
+    cfg = AlertConfig(kafka=kafka_settings, topics=topics, alert_topics=alert_topics, group_id=f"alerts-{unique}",
+                      from_beginning=True, noise=NoiseConfig(cooldown_s=0), session_timeout_ms=6000)  # fmt: skip
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    consumers = [
+        AlertConsumer(cfg, [WebhookSink(hook.url)], AlertMetrics(r, ["webhook"])) for r in registries
+    ]
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    seen = lambda: {a["frame_id"] for a in hook.accepted}  # noqa: E731
+    try:
+        threads[0].start()
+        first = [f"a-{i}" for i in range(20)]
+        produce_scores(kafka_settings, topics.scores, [record(f, f"cam{i}") for i, f in enumerate(first)])
+        assert h.wait_until(lambda: set(first) <= seen(), 90)
+        threads[1].start()  # the group rebalances while scores keep coming
+        second = [f"b-{i}" for i in range(40)]
+        for i, f in enumerate(second):
+            produce_scores(kafka_settings, topics.scores, [record(f, f"cam{i}")])
+            time.sleep(0.1)
+        assert h.wait_until(lambda: set(second) <= seen(), 120)
+        body = generate_latest(registries[0]).decode()
+        assert h.metric_value(body, "framewatch_alert_partitions_revoked_total") >= 1  # it did rebalance ...
+        assert all(t.is_alive() for t in threads)  # ... and neither alerter left its loop
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        hook.close()
