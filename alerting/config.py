@@ -39,6 +39,24 @@ class RetryConfig:
 
 
 @dataclass(frozen=True)
+class IncidentConfig:
+    """Incidents instead of per-frame alerts (README, *Incidents*; how a kind is decided: incidents.py)."""
+
+    close_after_s: float = 60.0  # closed after this long without an anomaly of its source
+    update_every_s: float = 30.0  # at most one "update" event per incident per this many seconds
+    updates_to_sinks: bool = False  # sinks get open and close only; the incidents topic gets every event
+    scene_after_s: float = 30.0  # sustained this long ...
+    scene_share: float = 0.8  # ... with at least this share of the source's frames anomalous ...
+    scene_coverage: float = 0.5  # ... and the anomaly over at least this share of the map (patch indexes),
+    scene_flatness: float = 0.25  # or, without a map, the score a plateau (std/mean below this): a step
+    rebuild_window_s: float = 7 * 24 * 3600.0  # incident events read back at start to find open incidents
+
+    def __post_init__(self) -> None:
+        if self.close_after_s <= 0 or self.update_every_s < 0 or not 0 < self.scene_share <= 1:
+            raise ValueError("close-after must be > 0, update-every >= 0, scene share in (0, 1]")
+
+
+@dataclass(frozen=True)
 class AlertConfig:
     kafka: KafkaSettings
     topics: Topics = field(default_factory=Topics)
@@ -52,6 +70,7 @@ class AlertConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     review_url: str = ""  # link included in each alert, e.g. http://host:8321
+    incidents: Optional[IncidentConfig] = None  # None: one alert per frame that passes the noise rules
     drain_timeout_s: float = 10.0  # on stop: time the sinks get to finish what they hold
     session_timeout_ms: int = 10000
     max_poll_interval_ms: int = 300000

@@ -21,6 +21,7 @@ from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRange
 from alerting import kafka_io
 from alerting.config import AlertConfig
 from alerting.delivery import DeadLetterFn, Delivery
+from alerting.incidents import IncidentEvent, IncidentTracker
 from alerting.metrics import AlertMetrics
 from alerting.noise import ALERT, NoiseFilter
 from alerting.offsets import PendingOffsets
@@ -43,6 +44,7 @@ class AlertConsumer:
         self.cfg, self.sinks, self.metrics, self.clock = cfg, list(sinks), metrics, clock
         self.started_at = cfg.started_at if cfg.started_at is not None else time.time()
         self.noise = NoiseFilter(cfg.noise, clock)
+        self.incidents = IncidentTracker(cfg.incidents) if cfg.incidents is not None else None
         self.offsets = PendingOffsets()
         self.listener = kafka_io.Rebalance()
         self._dead_letter = dead_letter
@@ -57,7 +59,13 @@ class AlertConsumer:
         producer = None
         if self._dead_letter is None:
             producer = kafka_io.DeadLetterProducer(self.cfg)
-        delivery = Delivery(self.sinks, self.cfg.retry, self.metrics, self._dead_letter or producer,  # type: ignore[arg-type]
+        sinks = list(self.sinks)
+        topic_sink = None
+        if self.incidents is not None:
+            topic_sink = kafka_io.IncidentTopicSink(self.cfg)
+            sinks.append(topic_sink)
+            self._restore_incidents()
+        delivery = Delivery(sinks, self.cfg.retry, self.metrics, self._dead_letter or producer,  # type: ignore[arg-type]
                             self.clock).start()  # fmt: skip
         consumer = kafka_io.make_consumer(self.cfg, self.listener)
         log.info("alerting on %s as group %s to %s; undeliverable alerts to %s", self.cfg.topics.scores,
@@ -66,12 +74,34 @@ class AlertConsumer:
             while not stop.is_set():
                 self._step(consumer, delivery)
         finally:
+            if self.incidents is not None:
+                for event in self.incidents.checkpoint():
+                    self._submit_incident(event, delivery, lambda: None)
             delivery.close(self.cfg.drain_timeout_s)
             self._commit(consumer, force=True)
             consumer.close(autocommit=False)
-            if producer is not None:
-                producer.close()
+            for closeable in (producer, topic_sink):
+                if closeable is not None:
+                    closeable.close()
         return 0
+
+    def _restore_incidents(self) -> None:
+        """Incidents still open when the alerter last stopped are taken up again, not reopened as new."""
+        assert self.incidents is not None and self.cfg.incidents is not None
+        since = time.time() - self.cfg.incidents.rebuild_window_s
+        try:
+            events = kafka_io.read_incident_events(self.cfg, since)
+        except KafkaError as e:
+            log.warning("could not read %s back (%s: %s): open incidents start afresh",
+                        self.cfg.alert_topics.incidents, type(e).__name__, e)  # fmt: skip
+            return
+        n = self.incidents.restore(events)
+        log.info(
+            "incidents: %d still open, from %d event(s) on %s",
+            n,
+            len(events),
+            self.cfg.alert_topics.incidents,
+        )
 
     def _step(self, consumer, delivery: Delivery) -> None:  # type: ignore[no-untyped-def]
         batch = self._poll(consumer)
@@ -85,6 +115,11 @@ class AlertConsumer:
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
         if assigned:
             log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+        if self.incidents is not None and assigned:
+            self.incidents.touch()  # nothing was read while unassigned: idle time starts now
+        if self.incidents is not None and self.listener.current:
+            for event in self.incidents.tick():
+                self._submit_incident(event, delivery, lambda: None)
         for tp, messages in batch.items():
             for msg in messages:
                 if self._before_start(tp, msg.timestamp):
@@ -145,11 +180,25 @@ class AlertConsumer:
             return
         decision = self.noise.decide(record)
         self.metrics.records.labels(decision.outcome).inc()
+        if self.incidents is not None:
+            events = self.incidents.observe(record, decision.outcome)
+            release = self.offsets.read(tp, offset, holds=len(events))
+            for event in events:
+                self._submit_incident(event, delivery, release)
+            return
         if decision.outcome != ALERT:
             self.offsets.read(tp, offset)
             return
         release = self.offsets.read(tp, offset, holds=1)
         delivery.submit(Alert(record, decision.suppressed, self._link(record)), release)
+
+    def _submit_incident(self, event: IncidentEvent, delivery: Delivery, done: Callable[[], None]) -> None:
+        self.metrics.incident_events.labels(event.state).inc()
+        log.info("incident %s on %s: %s (%s, %d frame(s))", event.key, event.source, event.state,
+                 event.incident["kind"], event.incident["count"])  # fmt: skip
+        link = self._link_id(str(event.incident["peak_frame"]["frame_id"]))
+        event = IncidentEvent(event.state, event.incident, event.notify, link)
+        delivery.submit(event, done, to=lambda sink: event.notify or sink.name == "incidents")  # type: ignore[arg-type]
 
     def _commit(self, consumer, force: bool = False) -> None:  # type: ignore[no-untyped-def]
         now = self.clock()
@@ -171,5 +220,8 @@ class AlertConsumer:
         self._committed.update(positions)
 
     def _link(self, record: ScoreRecord) -> str:
+        return self._link_id(record.frame_id)
+
+    def _link_id(self, frame_id: str) -> str:
         base = self.cfg.review_url.rstrip("/")
-        return f"{base}/#{record.frame_id}" if base else ""
+        return f"{base}/#{frame_id}" if base else ""

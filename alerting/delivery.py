@@ -200,9 +200,16 @@ class Delivery:
             lane.start()
         return self
 
-    def submit(self, alert: Alert, done: Callable[[], None]) -> None:
-        latch = _Latch(len(self.lanes), done)
-        for lane in self.lanes:
+    def submit(
+        self, alert: Alert, done: Callable[[], None], to: Optional[Callable[[Sink], bool]] = None
+    ) -> None:
+        """Hand ``alert`` to every sink (or those ``to`` accepts); ``done`` once all of them settled it."""
+        lanes = [lane for lane in self.lanes if to is None or to(lane.sink)]
+        if not lanes:
+            done()
+            return
+        latch = _Latch(len(lanes), done)
+        for lane in lanes:
             lane.submit(alert, latch)
 
     def close(self, timeout_s: float) -> None:

@@ -16,8 +16,10 @@ takes) and on every later reassignment.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from typing import Any, Iterable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -26,6 +28,7 @@ from kafka.structs import OffsetAndMetadata
 
 from alerting.config import AlertConfig
 from alerting.dead_letters import AlertDeadLetter
+from alerting.sinks import DeliveryFailed
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +128,65 @@ class DeadLetterProducer:
 
     def close(self) -> None:
         self._producer.close(timeout=10)
+
+
+class IncidentTopicSink:
+    """The incidents topic as a sink: every incident event, keyed by source, acknowledged before it settles."""
+
+    name = "incidents"
+
+    def __init__(self, cfg: AlertConfig) -> None:
+        self.topic = cfg.alert_topics.incidents
+        self._producer = KafkaProducer(acks="all", retries=5, max_block_ms=10000, request_timeout_ms=10000,
+                                       delivery_timeout_ms=30000, **cfg.kafka.client_kwargs())  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"IncidentTopicSink({self.topic})"
+
+    def target(self) -> str:
+        return f"topic {self.topic}"
+
+    def send(self, event: Any) -> None:  # noqa: ANN401 - an IncidentEvent
+        try:
+            value = json.dumps(event.to_dict()).encode()
+            self._producer.send(self.topic, key=event.source.encode(), value=value).get(timeout=35)
+        except Exception as e:  # noqa: BLE001 - any producer error: retried by the lane
+            raise DeliveryFailed(f"topic {self.topic}: {type(e).__name__}: {e}") from None
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
+
+
+def read_incident_events(cfg: AlertConfig, since: float, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every incident event published at or after ``since`` (epoch seconds), oldest first per source.
+
+    :raises KafkaError: the topic cannot be read.
+    """
+    consumer = KafkaConsumer(enable_auto_commit=False, **cfg.kafka.client_kwargs())
+    try:
+        topic = cfg.alert_topics.incidents
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        found = consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+        for tp in tps:
+            hit = found.get(tp)
+            consumer.seek(
+                tp, hit.offset if hit is not None and hit.offset >= 0 and hit.timestamp >= 0 else ends[tp]
+            )
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for messages in consumer.poll(timeout_ms=300).values():
+                for m in messages:
+                    try:
+                        event = json.loads(m.value)
+                    except ValueError:
+                        continue
+                    if isinstance(event, dict) and event.get("type") == "framewatch.incident":
+                        out.append(event)
+        return out
+    finally:
+        consumer.close()

@@ -41,9 +41,13 @@ class AlertMetrics:
         self.start_skipped = Counter("framewatch_alert_start_skipped_total",
                                      "Retained scores published before the alerter started, skipped on partitions "
                                      "without a committed offset", registry=registry)  # fmt: skip
+        self.incident_events = Counter("framewatch_incident_events_total", "Incident events (open, update, close)",
+                                       ["state"], registry=registry)  # fmt: skip
+        for state in ("open", "update", "close"):
+            self.incident_events.labels(state)
         for outcome in OUTCOMES:
             self.records.labels(outcome)
-        for sink in sinks:
+        for sink in [*sinks, "incidents"]:
             self.delivered.labels(sink)
             self.retries.labels(sink)
             for reason in REASONS:

@@ -41,6 +41,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="how long a sink keeps retrying an alert before dead-lettering it (default 600)")  # fmt: skip
     p.add_argument("--webhook-timeout", type=flags.positive, default=10.0, metavar="SECONDS",
                    help="per HTTP request (default 10)")  # fmt: skip
+    p.add_argument("--per-frame", action="store_true",
+                   help="one alert per frame that passes the rules, instead of incidents (open, close)")  # fmt: skip
+    p.add_argument("--close-after", type=flags.positive, default=60.0, metavar="SECONDS",
+                   help="an incident closes after this long without an anomaly of its source (default 60)")  # fmt: skip
+    p.add_argument("--update-every", type=flags.non_negative, default=30.0, metavar="SECONDS",
+                   help="at most one update per incident this often, to the incidents topic (0: none; default 30)")  # fmt: skip
+    p.add_argument("--updates-to-sinks", action="store_true",
+                   help="send those updates to the sinks too (default: open, kind change and close only)")  # fmt: skip
+    p.add_argument("--scene-after", type=flags.positive, default=30.0, metavar="SECONDS",
+                   help="an incident covering the whole frame this long is a scene change (default 30)")  # fmt: skip
     p.add_argument("--group", default="framewatch-alerts")
     p.add_argument("--from-beginning", action="store_true",
                    help="a new group reads retained records (default: only scores published after this start)")  # fmt: skip
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     started_at = time.time()  # first: scores published from here on are alerted, however long the join takes
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from alerting.config import AlertConfig, NoiseConfig, RetryConfig
+    from alerting.config import AlertConfig, IncidentConfig, NoiseConfig, RetryConfig
     from alerting.consumer import AlertConsumer
     from alerting.metrics import AlertMetrics
     from alerting.sinks import SlackSink, StdoutSink, WebhookSink
@@ -87,10 +97,13 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         noise = NoiseConfig(cooldown_s=args.cooldown, need=args.need, window=args.window)
+        incidents = None if args.per_frame else IncidentConfig(
+            close_after_s=args.close_after, update_every_s=args.update_every, updates_to_sinks=args.updates_to_sinks,
+            scene_after_s=args.scene_after)  # fmt: skip
     except ValueError as e:
         raise FramewatchError(str(e)) from e
     cfg = AlertConfig(kafka=flags.kafka_settings(args), topics=flags.topics(args), alert_topics=flags.alert_topics(args),
-                      group_id=args.group, from_beginning=args.from_beginning, started_at=started_at, noise=noise,
+                      group_id=args.group, from_beginning=args.from_beginning, started_at=started_at, noise=noise, incidents=incidents,
                       retry=RetryConfig(retry_for_s=args.retry_for, timeout_s=timeout), review_url=args.review_url,
                       drain_timeout_s=args.drain_timeout, session_timeout_ms=args.session_timeout_ms,
                       max_poll_interval_ms=args.max_poll_interval_ms)  # fmt: skip
@@ -103,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {e.strerror or e}"
         ) from e
     log.info("alerter metrics on http://%s:%d/metrics", args.metrics_host, server.server_port)
-    ensure_named_topics(cfg.kafka, [cfg.alert_topics.dead_letters])
+    ensure_named_topics(
+        cfg.kafka, [cfg.alert_topics.dead_letters] + ([] if args.per_frame else [cfg.alert_topics.incidents])
+    )
     consumer = AlertConsumer(cfg, sinks, metrics)
     return consumer.run(stop_on_signals())

@@ -60,7 +60,7 @@ def test_a_hanging_webhook_neither_evicts_the_alerter_nor_slows_stdout_and_its_a
     topics, alert_topics = h.topics_for(unique, kafka_settings), alert_topics_for(unique, kafka_settings)
     hook, group = Hook(hang=True), f"alerts-{unique}"
     produce_scores(kafka_settings, topics.scores, [record(f"old-{i}", f"cam{i % 2}") for i in range(3)])
-    proc = alerter(kafka_settings, topics, alert_topics, group, "--webhook", hook.url, "--stdout",
+    proc = alerter(kafka_settings, topics, alert_topics, group, "--per-frame", "--webhook", hook.url, "--stdout",
                    "--webhook-timeout", "1", "--retry-for", "4", "--session-timeout-ms", "6000",
                    "--max-poll-interval-ms", "6000")  # fmt: skip
     try:
@@ -102,7 +102,7 @@ def test_credentials_stay_out_of_logs_basic_auth_arrives_slack_is_escaped_and_50
     )
     no_path = f"http://127.0.0.1:{nopath.port}?token=nopath-secret-789"
     group = f"alerts-{unique}"
-    proc = alerter(kafka_settings, topics, alert_topics, group, "--slack", slack.url, "--from-beginning",
+    proc = alerter(kafka_settings, topics, alert_topics, group, "--per-frame", "--slack", slack.url, "--from-beginning",
                    env={"FRAMEWATCH_ALERT_WEBHOOKS": f"{with_user} {no_path}"})  # fmt: skip
     try:
         proc.port()
