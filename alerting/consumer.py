@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from alerting import kafka_io
@@ -48,8 +49,8 @@ class AlertConsumer:
         self.offsets = PendingOffsets()
         self.listener = kafka_io.Rebalance()
         self._dead_letter = dead_letter
-        self._committed: dict = {}  # type: ignore[type-arg]
-        self._floor: dict = {}  # type: ignore[type-arg]  # pinned partition -> start (ms); older records skipped
+        self._committed: dict[TopicPartition, int] = {}
+        self._floor: dict[TopicPartition, int] = {}  # pinned partition -> start (ms); older records skipped
         self._last_commit = 0.0
         metrics.assigned.set_function(lambda: len(self.listener.current))
         metrics.unsettled.set_function(self.offsets.unsettled)
@@ -103,7 +104,7 @@ class AlertConsumer:
             self.cfg.alert_topics.incidents,
         )
 
-    def _step(self, consumer, delivery: Delivery) -> None:  # type: ignore[no-untyped-def]
+    def _step(self, consumer: KafkaConsumer, delivery: Delivery) -> None:
         batch = self._poll(consumer)
         revoked, assigned = self.listener.take()
         if revoked:
@@ -128,7 +129,7 @@ class AlertConsumer:
                     self._one(tp, msg.offset, msg.value, delivery)
         self._commit(consumer)
 
-    def _poll(self, consumer) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    def _poll(self, consumer: KafkaConsumer) -> dict[TopicPartition, list[Any]]:
         try:
             return consumer.poll(timeout_ms=500)
         except NoOffsetForPartitionError as e:
@@ -144,7 +145,7 @@ class AlertConsumer:
             time.sleep(0.5)
         return {}
 
-    def _pin(self, consumer, tps) -> None:  # type: ignore[no-untyped-def]
+    def _pin(self, consumer: KafkaConsumer, tps: Iterable[TopicPartition]) -> None:
         try:
             skipped = kafka_io.pin_start(consumer, tps, self.started_at)
         except KafkaError as e:
@@ -157,7 +158,7 @@ class AlertConsumer:
             log.info("partition %d has no committed offset: starting at offset %d, the first score published "
                      "after the alerter started (%d older record(s) skipped)", tp.partition, offset, n)  # fmt: skip
 
-    def _before_start(self, tp, timestamp: int) -> bool:  # type: ignore[no-untyped-def]
+    def _before_start(self, tp: TopicPartition, timestamp: Optional[int]) -> bool:
         """A record of a pinned partition stamped before the start: skipped (a broker whose end offset lags
         its last batch, as Tansu's does, would otherwise hand back a few old scores). Cleared at the first
         newer record, so a later clock jump on one worker cannot hide scores."""
@@ -170,7 +171,7 @@ class AlertConsumer:
         del self._floor[tp]
         return False
 
-    def _one(self, tp, offset: int, value: bytes, delivery: Delivery) -> None:  # type: ignore[no-untyped-def]
+    def _one(self, tp: TopicPartition, offset: int, value: bytes, delivery: Delivery) -> None:
         try:
             record = ScoreRecord.decode(value)
         except ScoreDecodeError as e:
@@ -200,7 +201,7 @@ class AlertConsumer:
         event = IncidentEvent(event.state, event.incident, event.notify, link)
         delivery.submit(event, done, to=lambda sink: event.notify or sink.name == "incidents")  # type: ignore[arg-type]
 
-    def _commit(self, consumer, force: bool = False) -> None:  # type: ignore[no-untyped-def]
+    def _commit(self, consumer: KafkaConsumer, force: bool = False) -> None:
         now = self.clock()
         if not force and now - self._last_commit < COMMIT_EVERY_S:
             return

@@ -192,8 +192,11 @@ class Delivery:
         self.clock = clock
         self.lanes = [SinkLane(s, cfg, metrics, dead_letter, clock) for s in sinks]
         for name in {s.name for s in sinks}:
-            same = [lane for lane in self.lanes if lane.sink.name == name]
-            metrics.backlog.labels(name).set_function(lambda same=same: sum(lane.backlog() for lane in same))
+            metrics.backlog.labels(name).set_function(self._backlog_of(name))
+
+    def _backlog_of(self, name: str) -> Callable[[], float]:
+        same = [lane for lane in self.lanes if lane.sink.name == name]
+        return lambda: float(sum(lane.backlog() for lane in same))
 
     def start(self) -> "Delivery":
         for lane in self.lanes:

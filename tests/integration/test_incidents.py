@@ -12,23 +12,29 @@ import pytest
 from tests.integration import harness as h
 from tests.integration.test_alert_faults import alerter
 from tests.integration.test_alerting import Hook, alert_topics_for, produce_scores
+from wire.anomaly_map import encode_map
 from wire.records import ScoreRecord
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def frame(i: int, source: str, anomaly: bool) -> ScoreRecord:
+def frame(i: int, source: str, anomaly: bool, cover: float = 0.05) -> ScoreRecord:
+    """A patch-index score record; when anomalous, ``cover`` of its 8x8 anomaly map is over the threshold."""
     now = time.time()
+    cells = [[9.0 if anomaly and r * 8 + c < cover * 64 else 1.0 for c in range(8)] for r in range(8)]
     return ScoreRecord(frame_id=f"{source}-{i}", source=source, sequence=i, capture_time=now, score_time=now,
                        score=(9.0 + (i % 7) / 10) if anomaly else 1.0, threshold=5.0, is_anomaly=anomaly,
                        index_name="idx", index_version=1, backbone="resnet18", latency_s=0.1, frame_topic="frames",
-                       frame_partition=0, frame_offset=i, hotspot=[10, 10, 20, 20] if anomaly else None)  # fmt: skip
+                       frame_partition=0, frame_offset=i, hotspot=[10, 10, 20, 20] if anomaly else None,
+                       anomaly_map=encode_map(cells))  # fmt: skip
 
 
-def camera(kafka, topic: str, source: str, frames: list[bool], fps: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+def camera(
+    kafka, topic: str, source: str, frames: list[bool], fps: float = 10.0, cover: float = 0.05
+) -> None:  # type: ignore[no-untyped-def]
     """Publish one score per frame at ``fps``: True = anomalous."""
     for i, anomaly in enumerate(frames):
-        produce_scores(kafka, topic, [frame(i, source, anomaly)])
+        produce_scores(kafka, topic, [frame(i, source, anomaly, cover)])
         time.sleep(1 / fps)
 
 
@@ -114,3 +120,29 @@ def test_an_alerter_restarted_mid_incident_does_not_open_a_second_one(kafka_sett
     assert hook.accepted[0]["id"] == hook.accepted[1]["id"]
     on_topic = incident_events(kafka_settings, alert_topics.incidents)
     assert states(on_topic) == ["open", "close"] and len({e["id"] for e in on_topic}) == 1
+
+
+def test_a_camera_turned_away_for_200_frames_is_one_scene_change_incident(kafka_settings, unique):
+    topics, alert_topics = h.topics_for(unique, kafka_settings), alert_topics_for(unique, kafka_settings)
+    hook = Hook()
+    proc = alerter(kafka_settings, topics, alert_topics, f"alerts-{unique}", "--webhook", hook.url, "--need", "3",
+                   "--of", "5", "--close-after", "3", "--scene-after", "8", "--from-beginning",
+                   env={"FRAMEWATCH_TOPIC_INCIDENTS": alert_topics.incidents})  # fmt: skip
+    try:
+        proc.port()
+        camera(
+            kafka_settings,
+            topics.scores,
+            "dock",
+            [False] * 10 + [True] * 200 + [False] * 10,
+            fps=20,
+            cover=0.9,
+        )
+        assert h.wait_until(lambda: states(hook.accepted) == ["open", "close"], 120), proc.output()
+    finally:
+        proc.terminate(60)
+        proc.close()
+        hook.close()
+    assert [(a["state"], a["kind"]) for a in hook.accepted] == [
+        ("open", "intrusion"), ("update", "scene-change"), ("close", "scene-change")]  # fmt: skip
+    assert hook.accepted[-1]["count"] == 198 and "check the camera" in hook.accepted[-1]["advice"]
