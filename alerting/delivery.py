@@ -63,6 +63,7 @@ class SinkLane:
         self._inbox: queue.SimpleQueue[Optional[_Held]] = queue.SimpleQueue()
         self._held: deque[_Held] = deque()
         self._next_try, self._backoff = 0.0, cfg.first_backoff_s
+        self._last_error = ""  # the sink's latest failure, for alerts that expire before their own try
         self._close_by: Optional[float] = None
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"alert-{sink.name}", daemon=True)
@@ -129,7 +130,8 @@ class SinkLane:
     def _expire(self, now: float) -> None:
         while self._held and self._held[0].deadline <= now:  # held in arrival order: deadlines ascend
             item = self._held.popleft()
-            self._give_up(item, RETRY_TIME_EXCEEDED, item.last_error or "not tried in time")
+            detail = item.last_error or f"not tried in time; the sink's last error: {self._last_error or '-'}"
+            self._give_up(item, RETRY_TIME_EXCEEDED, detail)
 
     def _attempt(self, item: _Held) -> None:
         item.attempts += 1
@@ -137,7 +139,7 @@ class SinkLane:
         try:
             self.sink.send(item.alert)
         except DeliveryFailed as e:
-            item.last_error = str(e)
+            item.last_error = self._last_error = str(e)
             if not e.retryable:
                 self._held.popleft()
                 self._give_up(item, REFUSED, item.last_error)
