@@ -29,6 +29,16 @@ def ensure_topics(
     settings: KafkaSettings, topics: Topics, partitions: int = 4, timeout_s: float = 30.0
 ) -> None:
     """Create the frames, scores and dead-letter topics if they do not exist."""
+    ensure_named_topics(settings, [topics.frames, topics.scores, topics.dead_letters], partitions, timeout_s)
+
+
+def ensure_named_topics(
+    settings: KafkaSettings, wanted: list[str], partitions: int = 4, timeout_s: float = 30.0
+) -> None:
+    """Create these topics if they do not exist.
+
+    :raises ConnectionFailed: no broker answered within ``timeout_s``.
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -46,7 +56,6 @@ def ensure_topics(
             time.sleep(0.5)
     try:
         existing = set(admin.list_topics())
-        wanted = [topics.frames, topics.scores, topics.dead_letters]
         new = [
             NewTopic(t, num_partitions=partitions, replication_factor=1) for t in wanted if t not in existing
         ]

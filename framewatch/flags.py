@@ -12,7 +12,7 @@ from typing import Callable
 from framewatch import settings as cfg
 from wire.errors import FramewatchError
 from wire.settings import KafkaSettings, RedisSettings
-from wire.topics import Topics
+from wire.topics import AlertTopics, Topics
 
 
 def int_at_least(low: int) -> Callable[[str], int]:
@@ -125,3 +125,7 @@ def redis_settings(args: argparse.Namespace) -> RedisSettings:
 
 def topics(args: argparse.Namespace) -> Topics:
     return cfg.topics(args.environment)
+
+
+def alert_topics(args: argparse.Namespace) -> AlertTopics:
+    return cfg.alert_topics(args.environment)

@@ -25,7 +25,7 @@ from typing import Mapping, Optional
 
 from wire.errors import FramewatchError
 from wire.settings import KAFKA_CLIENTS, KafkaSettings, RedisSettings
-from wire.topics import Topics
+from wire.topics import AlertTopics, Topics
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,6 +48,10 @@ ENV_VARS = {
     "FRAMEWATCH_TOPIC_FRAMES": "input topic (default frames)",
     "FRAMEWATCH_TOPIC_SCORES": "output topic (default scores)",
     "FRAMEWATCH_TOPIC_DLQ": "dead-letter topic (default frames.dlq)",
+    "FRAMEWATCH_TOPIC_ALERTS_DLQ": "alerts no sink could take (default alerts.dlq)",
+    "FRAMEWATCH_TOPIC_INCIDENTS": "incidents the alerter opens and closes (default incidents)",
+    "FRAMEWATCH_ALERT_WEBHOOKS": "framewatch alert: webhook URLs, space-separated (secrets: never logged)",
+    "FRAMEWATCH_ALERT_SLACK": "framewatch alert: Slack incoming-webhook URLs, space-separated (secrets)",
     "FRAMEWATCH_REDIS_PREFIX": "Redis key prefix (default framewatch)",
 }
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -154,3 +158,17 @@ def topics(env: Mapping[str, str] = os.environ) -> Topics:
         scores=env.get("FRAMEWATCH_TOPIC_SCORES", default.scores),
         dead_letters=env.get("FRAMEWATCH_TOPIC_DLQ", default.dead_letters),
     )
+
+
+def alert_topics(env: Mapping[str, str] = os.environ) -> AlertTopics:
+    default = AlertTopics()
+    return AlertTopics(
+        dead_letters=env.get("FRAMEWATCH_TOPIC_ALERTS_DLQ", default.dead_letters),
+        incidents=env.get("FRAMEWATCH_TOPIC_INCIDENTS", default.incidents),
+    )
+
+
+def alert_urls(env: Mapping[str, str] = os.environ) -> tuple[list[str], list[str]]:
+    """(webhook URLs, Slack URLs) from FRAMEWATCH_ALERT_WEBHOOKS and FRAMEWATCH_ALERT_SLACK: secrets kept out
+    of the command line, where ``ps`` shows them to every local user."""
+    return env.get("FRAMEWATCH_ALERT_WEBHOOKS", "").split(), env.get("FRAMEWATCH_ALERT_SLACK", "").split()

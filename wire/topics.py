@@ -55,3 +55,15 @@ class Topics:
     frames: str = "frames"
     scores: str = "scores"
     dead_letters: str = "frames.dlq"
+
+
+@dataclass(frozen=True)
+class AlertTopics:
+    """The alerter's own output topics (FRAMEWATCH_TOPIC_ALERTS_DLQ, FRAMEWATCH_TOPIC_INCIDENTS).
+
+    ``dead_letters`` receives every alert a sink could not take within its retry
+    time (the alert, the sink, why), keyed by source, so none is lost silently.
+    """
+
+    dead_letters: str = "alerts.dlq"
+    incidents: str = "incidents"

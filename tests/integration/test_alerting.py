@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,19 +13,26 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from alerting.config import AlertConfig, NoiseConfig, RetryConfig
 from alerting.consumer import AlertConsumer
+from alerting.dead_letters import AlertDeadLetter
 from alerting.metrics import AlertMetrics
 from alerting.sinks import SlackSink, WebhookSink
+from framewatch.admin import ensure_named_topics
 from tests.integration import harness as h
 from wire.records import ScoreRecord
+from wire.topics import AlertTopics
 
 pytestmark = pytest.mark.integration
 
 
 class Hook:
-    """A real HTTP server that answers 500 to the first ``fail_first`` POSTs, then 200, and keeps every body."""
+    """A real HTTP server that answers 500 to the first ``fail_first`` POSTs (or to every POST until the
+    monotonic time ``fail_until``), then 200, keeping every body and Authorization header; with ``hang`` it
+    accepts each request and never answers."""
 
-    def __init__(self, fail_first: int = 0) -> None:
-        self.fail_first, self.attempts, self.accepted = fail_first, 0, []
+    def __init__(self, fail_first: int = 0, fail_until: float = 0.0, hang: bool = False) -> None:
+        self.fail_first, self.fail_until, self.hang = fail_first, fail_until, hang
+        self.attempts, self.accepted, self.auth, self.paths = 0, [], [], []
+        self.released = threading.Event()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,7 +42,12 @@ class Hook:
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 hook.attempts += 1
-                ok = hook.attempts > hook.fail_first
+                hook.auth.append(self.headers.get("Authorization"))
+                hook.paths.append(self.path)
+                if hook.hang:
+                    hook.released.wait()
+                    return
+                ok = hook.attempts > hook.fail_first and time.monotonic() >= hook.fail_until
                 if ok:
                     hook.accepted.append(body)
                 self.send_response(200 if ok else 500)
@@ -42,10 +55,13 @@ class Hook:
                 self.end_headers()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/secret-token"
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/secret-token"
 
     def close(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -55,6 +71,16 @@ def record(fid: str, source: str, anomaly: bool = True) -> ScoreRecord:
                        score=9.0 if anomaly else 1.0, threshold=5.0, is_anomaly=anomaly, index_name="idx",
                        index_version=1, backbone="resnet18", latency_s=0.1, frame_topic="frames",
                        frame_partition=0, frame_offset=7)  # fmt: skip
+
+
+def alert_topics_for(unique: str, settings) -> AlertTopics:  # type: ignore[no-untyped-def]
+    topics = AlertTopics(dead_letters=f"alerts-dlq-{unique}", incidents=f"incidents-{unique}")
+    ensure_named_topics(settings, [topics.dead_letters, topics.incidents], partitions=2)
+    return topics
+
+
+def alert_dead_letters(settings, topic: str) -> list[AlertDeadLetter]:  # type: ignore[no-untyped-def]
+    return [AlertDeadLetter.decode(m.value) for m in h.read_topic(settings, topic)]
 
 
 def produce_scores(kafka, topic: str, records: list[ScoreRecord]) -> None:
@@ -70,8 +96,9 @@ def test_alerts_retried_on_500_delivered_once_per_frame_and_held_back_by_cooldow
     topics = h.topics_for(unique, kafka_settings)
     webhook, slack = Hook(fail_first=2), Hook()
     registry = CollectorRegistry()
-    cfg = AlertConfig(kafka=kafka_settings, topics=topics, group_id=f"alerts-{unique}", from_beginning=True,
-                      noise=NoiseConfig(cooldown_s=3600), retry=RetryConfig(attempts=5, first_backoff_s=0.05))  # fmt: skip
+    cfg = AlertConfig(kafka=kafka_settings, topics=topics, alert_topics=alert_topics_for(unique, kafka_settings),
+                      group_id=f"alerts-{unique}", from_beginning=True, noise=NoiseConfig(cooldown_s=3600),
+                      retry=RetryConfig(first_backoff_s=0.05))  # fmt: skip
     sinks = [WebhookSink(webhook.url), SlackSink(slack.url)]
     consumer = AlertConsumer(cfg, sinks, AlertMetrics(registry, ["webhook", "slack"]))
     stop = threading.Event()
@@ -107,17 +134,18 @@ def test_alerts_retried_on_500_delivered_once_per_frame_and_held_back_by_cooldow
     body = generate_latest(registry).decode()
     assert 'framewatch_alert_retries_total{sink="webhook"} 2.0' in body
     assert 'framewatch_alerts_delivered_total{sink="webhook"} 2.0' in body
-    assert 'framewatch_alerts_failed_total{sink="webhook"} 0.0' in body
+    assert 'framewatch_alerts_dead_lettered_total{reason="retry-time-exceeded",sink="webhook"} 0.0' in body
     assert 'framewatch_alert_records_total{outcome="duplicate"} 1.0' in body
     assert 'framewatch_alert_records_total{outcome="cooldown"} 1.0' in body
 
 
-def test_an_alert_that_cannot_be_delivered_is_counted_and_logged(kafka_settings, unique, caplog):
+def test_an_alert_that_cannot_be_delivered_in_its_retry_time_is_dead_lettered(kafka_settings, unique, caplog):
     topics = h.topics_for(unique, kafka_settings)
+    alert_topics = alert_topics_for(unique, kafka_settings)
     dead = Hook(fail_first=10**9)
     registry = CollectorRegistry()
-    cfg = AlertConfig(kafka=kafka_settings, topics=topics, group_id=f"alerts-{unique}", from_beginning=True,
-                      retry=RetryConfig(attempts=3, first_backoff_s=0.05))  # fmt: skip
+    cfg = AlertConfig(kafka=kafka_settings, topics=topics, alert_topics=alert_topics, group_id=f"alerts-{unique}",
+                      from_beginning=True, retry=RetryConfig(retry_for_s=1.0, first_backoff_s=0.05))  # fmt: skip
     consumer = AlertConsumer(cfg, [WebhookSink(dead.url)], AlertMetrics(registry, ["webhook"]))
     stop = threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
@@ -125,18 +153,53 @@ def test_an_alert_that_cannot_be_delivered_is_counted_and_logged(kafka_settings,
     try:
         produce_scores(kafka_settings, topics.scores, [record("X-1", "camX")])
         assert h.wait_until(
-            lambda: (
-                'framewatch_alerts_failed_total{sink="webhook"} 1.0' in generate_latest(registry).decode()
-            ),
-            60,
+            lambda: len(alert_dead_letters(kafka_settings, alert_topics.dead_letters)) == 1, 90
         )
     finally:
         stop.set()
         thread.join(30)
         dead.close()
-    assert dead.attempts == 3
+    [letter] = alert_dead_letters(kafka_settings, alert_topics.dead_letters)
+    assert letter.alert["frame_id"] == "X-1" and letter.source == "camX" and letter.sink == "webhook"
+    assert letter.reason == "retry-time-exceeded" and letter.attempts >= 2 and "HTTP 500" in letter.detail
+    assert dead.attempts == letter.attempts
+    assert "secret-token" not in letter.target and letter.target.endswith("/***")
+    body = generate_latest(registry).decode()
+    assert 'framewatch_alerts_dead_lettered_total{reason="retry-time-exceeded",sink="webhook"} 1.0' in body
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert any("X-1" in m and "not delivered" in m for m in logged)
+    assert any("X-1" in m and "dead-letter" in m for m in logged)
     assert not any(
         "secret-token" in r.getMessage() for r in caplog.records
     )  # the webhook path stays out of logs
+
+
+def test_a_rebalance_mid_stream_neither_stops_an_alerter_nor_loses_an_alert(kafka_settings, unique):
+    topics, alert_topics = h.topics_for(unique, kafka_settings), alert_topics_for(unique, kafka_settings)
+    hook, stop = Hook(), threading.Event()
+    cfg = AlertConfig(kafka=kafka_settings, topics=topics, alert_topics=alert_topics, group_id=f"alerts-{unique}",
+                      from_beginning=True, noise=NoiseConfig(cooldown_s=0), session_timeout_ms=6000)  # fmt: skip
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    consumers = [
+        AlertConsumer(cfg, [WebhookSink(hook.url)], AlertMetrics(r, ["webhook"])) for r in registries
+    ]
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in consumers]
+    seen = lambda: {a["frame_id"] for a in hook.accepted}  # noqa: E731
+    try:
+        threads[0].start()
+        first = [f"a-{i}" for i in range(20)]
+        produce_scores(kafka_settings, topics.scores, [record(f, f"cam{i}") for i, f in enumerate(first)])
+        assert h.wait_until(lambda: set(first) <= seen(), 90)
+        threads[1].start()  # the group rebalances while scores keep coming
+        second = [f"b-{i}" for i in range(40)]
+        for i, f in enumerate(second):
+            produce_scores(kafka_settings, topics.scores, [record(f, f"cam{i}")])
+            time.sleep(0.1)
+        assert h.wait_until(lambda: set(second) <= seen(), 120)
+        body = generate_latest(registries[0]).decode()
+        assert h.metric_value(body, "framewatch_alert_partitions_revoked_total") >= 1  # it did rebalance ...
+        assert all(t.is_alive() for t in threads)  # ... and neither alerter left its loop
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        hook.close()
