@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from framewatch import allocator, flags
-from framewatch.settings import kafka_client
+from framewatch.settings import kafka_client, metrics_host
 from framewatch.signals import exit_later, stop_on_signals
 from wire.errors import FramewatchError
 from wire.settings import KAFKA_CLIENTS
@@ -37,6 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics-port", type=flags.port, default=9108, help="port of /metrics, /healthz, /readyz"
     )
+    p.add_argument("--metrics-host", default=None, metavar="ADDRESS",
+                   help="address /metrics, /healthz, /readyz listen on (else FRAMEWATCH_METRICS_HOST; default "
+                        "0.0.0.0, so Prometheus reaches a pod; 127.0.0.1 keeps them on this host)")  # fmt: skip
     p.add_argument(
         "--drain-timeout", type=flags.positive, default=30.0, help="seconds to finish and commit on SIGTERM"
     )
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     redis = flags.redis_settings(args)
     topics = flags.topics(args)
     client = kafka_client(args.kafka_client, args.environment)
+    listen = metrics_host(args.metrics_host, args.environment)
     if client == "confluent":
         from worker.kafka_confluent import require
 
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = WorkerConfig(
         kafka=kafka, redis=redis, index=args.index, routes=tuple(args.route), topics=topics,
         group_id=args.group, worker_id=args.worker_id or "", max_batch=args.max_batch, max_wait_s=args.max_wait,
-        device=args.device, window=args.window, metrics_port=args.metrics_port, drain_timeout_s=args.drain_timeout,
+        device=args.device, window=args.window, metrics_host=listen, metrics_port=args.metrics_port, drain_timeout_s=args.drain_timeout,
         limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels),
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
         stall_timeout_s=args.stall_timeout, stall_exit_s=args.stall_exit, kafka_client=client,

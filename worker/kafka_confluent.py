@@ -211,7 +211,7 @@ class ConfluentConsumer:
         self._ck = ck
         self._listener = listener
         self._lock = threading.Lock()
-        self._up = False
+        self._up: Optional[bool] = None  # None until librdkafka's first statistics (or error) say
         self._assigned: set[TopicPartition] = set()
         conf = {**config_of(cfg), "stats_cb": self._on_stats, "error_cb": self._on_error}
         try:
@@ -252,7 +252,8 @@ class ConfluentConsumer:
                 self._up = False
         log.warning("kafka (librdkafka): %s", error.str())
 
-    def connected(self) -> bool:
+    def connected(self) -> Optional[bool]:
+        """Any broker connection up, by librdkafka's latest statistics; None before the first."""
         with self._lock:
             return self._up
 

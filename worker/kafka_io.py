@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Optional
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -126,12 +126,13 @@ def lag(consumer: Any) -> dict[TopicPartition, int]:
     return {tp: max(0, ends[tp] - pos) for tp, pos in positions.items() if pos is not None}
 
 
-def broker_connected(consumer: Any) -> bool:
-    """True when the consumer holds a live connection to at least one broker."""
+def broker_connected(consumer: Any) -> Optional[bool]:
+    """True when the consumer holds a live connection to at least one broker; None while it cannot tell yet
+    (the confluent client before its first statistics)."""
     if consumer is None:
         return False
     if hasattr(consumer, "connected"):  # ConfluentConsumer: from librdkafka's statistics
-        return bool(consumer.connected())
+        return consumer.connected()  # type: ignore[no-any-return]
     client = consumer._client  # noqa: SLF001 - kafka-python exposes no public check
     try:
         return any(client.connected(b.node_id) for b in client.cluster.brokers())

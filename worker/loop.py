@@ -35,7 +35,6 @@ from prometheus_client import CollectorRegistry
 
 from index_store import device_knn
 from index_store.embedder import Embedder, pick_device
-from index_store.errors import IndexStoreError
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
 from wire.errors import FrameDecodeError, FramewatchError
@@ -55,6 +54,7 @@ from worker.partitions import Partitions
 from worker.poison import Unparseable, skip_unparseable
 from worker.read_ahead import DRAIN_RECORDS, ReadAhead
 from worker.routing import Routing
+from worker.scorer_build import ScorerBuild
 from worker.scoring import PendingFrame, Scorer
 from worker.stages import DecodePool, EmbedStage, Outcome, StageMetrics, score_batch
 from worker.watchdog import Stall, Watchdog, WatchdogThread
@@ -119,9 +119,9 @@ class Worker:
         self.consumer: Any = None
         self.health: Optional[HealthServer] = None
         self.hold: Optional[str] = None  # why consumption is held, while it is
-        self._embedder_error: Optional[str] = None
-        self._embedder_retry_at = 0.0
+        self.build: ScorerBuild[tuple[Extractor, Scorer]] = ScorerBuild(self._build_scorer, self.watchdog, clock)
         self._connect_at, self._connect_backoff = 0.0, 0.5
+        self._connect_error: Optional[str] = None  # the last failed connection attempt, until one succeeds
         self._gave_up: Optional[Stall] = None
         self._stop = threading.Event()
         self.metrics.computed(
@@ -216,6 +216,8 @@ class Worker:
     # -- the loop -----------------------------------------------------------------
     def step(self) -> None:
         if self.consumer is None:
+            if self.indexes.ready():
+                self._ensure_scorer()  # the build need not wait for Kafka
             self._connect()
             return
         with self.watchdog.calling("deliver"), self._busy("deliver"):
@@ -253,9 +255,10 @@ class Worker:
                 self.prepare()
                 self.consumer = kafka_io.make_consumer(self.cfg, self.rebalance)
             log.info("connected to kafka %s, group %s", self.cfg.kafka.redacted(), self.cfg.group_id)
-            self._connect_backoff = 0.5
+            self._connect_backoff, self._connect_error = 0.5, None
         except (FramewatchError, KafkaError, OSError) as e:
             self.metrics.reconnects.labels("kafka").inc()
+            self._connect_error = str(e)
             log.warning("kafka %s unreachable (%s); retrying in %.1fs", self.cfg.kafka.redacted(), e,
                         self._connect_backoff)  # fmt: skip
             self._connect_at = self.clock() + self._connect_backoff
@@ -318,24 +321,20 @@ class Worker:
         self.delivery.dead_letter(letter, (tp, bad.offset))
 
     def _ensure_scorer(self) -> bool:
+        """True once the scorer is built (on the builder's thread: worker/scorer_build.py says why)."""
         if self.scorer is not None:
             return True
         spec = self.indexes.spec
-        if spec is None or self.clock() < self._embedder_retry_at:
+        built = self.build.result(spec) if spec is not None else None
+        if built is None:
             return False
-        log.info("building embedder %s", spec.label())
-        try:
-            with self.watchdog.calling("build-embedder"):
-                embedder = self.embedder_factory(spec)
-        except IndexStoreError as e:  # e.g. the index's weights are not on this machine
-            self._embedder_error = f"cannot build embedder {spec.label()}: {e}"
-            log.error("%s; retrying in 30s", self._embedder_error)
-            self._embedder_retry_at = self.clock() + 30.0
-            return False
-        self.extractor = as_extractor(embedder, self.cfg.limits)
-        self.scorer = Scorer(self.extractor, self.routing, self.worker_id, self.cfg.window)
-        self._embedder_error = None
+        self.extractor, self.scorer = built
         return True
+
+    def _build_scorer(self, spec: EmbedderSpec) -> tuple[Extractor, Scorer]:
+        """Runs on the builder's thread."""
+        extractor = as_extractor(self.embedder_factory(spec), self.cfg.limits)
+        return extractor, Scorer(extractor, self.routing, self.worker_id, self.cfg.window)
 
     def _embed_batch(self, batch: list[PendingFrame]) -> list[Outcome]:
         """Runs on the embed stage's thread: decodes awaited, embedded, scored against the current indexes."""
@@ -358,7 +357,9 @@ class Worker:
         """Why consumption must wait: no index (or embedder) yet, outputs unacknowledged, or too many pending."""
         if not self.indexes.ready() or not self._ensure_scorer():
             missing = [n for n in self.routing.names() if n not in self.indexes.snapshot()]
-            return self._embedder_error or f"waiting for index {', '.join(missing) or 'embedder'} to load"
+            if missing:
+                return f"waiting for index {', '.join(missing)} to load"
+            return self.build.status() or "waiting for the embedder"
         failing = self.outbox.failing()
         if failing:
             return failing
@@ -421,10 +422,19 @@ class Worker:
         return True, "loop running"
 
     def _ready(self) -> tuple[bool, str]:
-        connected = kafka_io.broker_connected(self.consumer)
+        broker = self._broker_state()
         stall = self.watchdog_thread.current
-        ok = self.indexes.ready() and connected and self.scorer is not None and self.hold is None and stall is None
+        ok = (self.indexes.ready() and broker == "connected" and self.scorer is not None and self.hold is None
+              and stall is None)  # fmt: skip
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
-        detail = f"indexes: {held}; broker: {'connected' if connected else 'unreachable'}"
-        problems = [stall.detail if stall else None, *self.indexes.problems(), self._embedder_error, self.hold]
+        detail = f"indexes: {held}; broker: {broker}"
+        building = self.build.status() if self.scorer is None else None
+        problems = [stall.detail if stall else None, *self.indexes.problems(), building, self.hold]
         return ok, "; ".join([detail, *dict.fromkeys(p for p in problems if p)])
+
+    def _broker_state(self) -> str:
+        """connected | connecting (no answer yet either way) | unreachable (a connection attempt failed)."""
+        if self.consumer is None:
+            return "unreachable" if self._connect_error else "connecting"
+        connected = kafka_io.broker_connected(self.consumer)
+        return "connecting" if connected is None else "connected" if connected else "unreachable"
