@@ -62,8 +62,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--heartbeat-ms", type=flags.positive_int, default=3000, help="consumer group heartbeat interval"
     )
     p.add_argument("--start-from", choices=("earliest", "latest"), default=None,
-                   help="where a consumer group with no committed offsets starts (default: latest, for live "
-                        "feeds: a new group does not re-score retained history); earliest to backfill")  # fmt: skip
+                   help="where a partition without a committed offset starts (default: latest: the first frame "
+                        "published since this worker started, so a new group does not re-score retained history "
+                        "and misses nothing while it starts); earliest to backfill")  # fmt: skip
     p.add_argument("--stall-timeout", type=flags.positive, default=120.0,
                    help="seconds without progress (lag but nothing consumed, or one call) before /readyz says 503")  # fmt: skip
     p.add_argument("--stall-exit", type=flags.positive, default=600.0,
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.config import WorkerConfig
     from worker.decode import DecodeLimits
     from worker.loop import EXIT_STALLED, Worker
+    from worker.start_position import process_started_at
 
     stop = stop_on_signals(hard_exit_after_s=args.drain_timeout + 15.0)
     set_cpu_threads(args.threads)
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels),
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
         stall_timeout_s=args.stall_timeout, stall_exit_s=args.stall_exit, kafka_client=client,
+        started_at=process_started_at(),  # "latest" means frames published since this process started
         **({"start_from": args.start_from} if args.start_from else {}),  # the default lives in WorkerConfig
     )  # fmt: skip
     # The worker serves /healthz, /readyz and /metrics first, then creates the topics (waiting for Kafka as

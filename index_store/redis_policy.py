@@ -68,7 +68,9 @@ def eviction_risk(policy: Optional[str]) -> Optional[str]:
     if policy in UNSAFE_POLICIES:
         return (f"Redis maxmemory-policy is {policy}: at maxmemory Redis evicts any key, index versions and "
                 "the active pointer included")  # fmt: skip
-    return f"Redis maxmemory-policy is {policy!r}, which framewatch does not know to be safe for its index keys"
+    return (
+        f"Redis maxmemory-policy is {policy!r}, which framewatch does not know to be safe for its index keys"
+    )
 
 
 def require_safe_policy(client: redis.Redis) -> None:

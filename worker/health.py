@@ -44,7 +44,9 @@ class HealthServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        server_class = _Server6 if ":" in host else ThreadingHTTPServer  # "::" (every IPv6 interface) or an IPv6 address
+        server_class = (
+            _Server6 if ":" in host else ThreadingHTTPServer
+        )  # "::" (every IPv6 interface) or an IPv6 address
         self.server = server_class((host, port), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])

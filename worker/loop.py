@@ -57,6 +57,7 @@ from worker.routing import Routing
 from worker.scorer_build import ScorerBuild
 from worker.scoring import PendingFrame, Scorer
 from worker.stages import DecodePool, EmbedStage, Outcome, StageMetrics, score_batch
+from worker.start_position import StartPosition
 from worker.watchdog import Stall, Watchdog, WatchdogThread
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,11 @@ class Worker:
         self.tracker = OffsetTracker()
         self.delivery = Delivery(cfg, self.outbox, self.tracker, self.metrics, clock)
         self.watchdog = Watchdog(cfg.stall_timeout_s, clock)
-        self.partitions = Partitions(self.rebalance, self.batcher, self.ahead, self.tracker, self.watchdog,
-                                     self.metrics, cfg.start_from, clock)  # fmt: skip
+        self.partitions = Partitions(
+            self.rebalance, self.batcher, self.ahead, self.tracker, self.watchdog, self.metrics,
+            StartPosition(cfg.start_from, cfg.started_at or time.time(), cfg.start_slack_s),
+            lambda consumer: kafka_io.Lookup(consumer, cfg), clock,
+        )  # fmt: skip
         self.watchdog_thread = WatchdogThread(self.watchdog, cfg.stall_exit_s, self._tripped, self._give_up)
         self.scorer: Optional[Scorer] = None
         self.extractor: Optional[Extractor] = None
