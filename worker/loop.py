@@ -126,6 +126,7 @@ class Worker:
         self.build: ScorerBuild[tuple[Extractor, Scorer]] = ScorerBuild(self._build_scorer, self.watchdog, clock)
         self._connect_at, self._connect_backoff = 0.0, 0.5
         self._connect_error: Optional[str] = None  # the last failed connection attempt, until one succeeds
+        self._broker_seen: Any = None  # the consumer once it has been connected (before: "connecting")
         self._gave_up: Optional[Stall] = None
         self._stop = threading.Event()
         self.metrics.computed(
@@ -158,7 +159,8 @@ class Worker:
                 f"cannot serve metrics on {self.cfg.metrics_host}:{self.cfg.metrics_port}: {e.strerror or e} "
                 "(is another worker using that port? pass --metrics-port)"
             ) from e
-        log.info("worker %s metrics on http://%s:%d/metrics", self.worker_id, self.cfg.metrics_host, self.health.port)
+        host = f"[{self.cfg.metrics_host}]" if ":" in self.cfg.metrics_host else self.cfg.metrics_host
+        log.info("worker %s metrics on http://%s:%d/metrics", self.worker_id, host, self.health.port)
         self.indexes.start()
         self.stage = EmbedStage(self._embed_batch, EMBED_QUEUE_BATCHES)
         self.watchdog_thread.start()
@@ -437,8 +439,12 @@ class Worker:
         return ok, "; ".join([detail, *dict.fromkeys(p for p in problems if p)])
 
     def _broker_state(self) -> str:
-        """connected | connecting (no answer yet either way) | unreachable (a connection attempt failed)."""
+        """connected | connecting (not connected yet, nothing failed) | unreachable (an attempt failed, or
+        a connection was lost)."""
         if self.consumer is None:
             return "unreachable" if self._connect_error else "connecting"
         connected = kafka_io.broker_connected(self.consumer)
-        return "connecting" if connected is None else "connected" if connected else "unreachable"
+        if connected:
+            self._broker_seen = self.consumer
+            return "connected"
+        return "unreachable" if self._broker_seen is self.consumer else "connecting"
