@@ -106,7 +106,9 @@ class IndexSet:
 
     # -- loading -----------------------------------------------------------------
     def refresh(self, repo: IndexRepository) -> None:
-        """Load every name whose active version differs from the one held; note a held one gone from Redis."""
+        """Load every name whose active version differs from the one held; note a held one gone from Redis,
+        and an eviction policy that could make it so."""
+        self._check_policy(repo)
         for name in self.names:
             self._refresh_one(repo, name)
             held = self._current.get(name)
@@ -190,7 +192,7 @@ class IndexSet:
             )
 
     def _check_policy(self, repo: IndexRepository) -> None:
-        """On each (re)connection: warn when Redis may evict index keys (the worker keeps serving)."""
+        """Warn when Redis may evict index keys (the worker keeps serving), and when it no longer may."""
         try:
             risk = eviction_risk(maxmemory_policy(repo.r))
         except redis.ResponseError:
@@ -198,6 +200,8 @@ class IndexSet:
         if risk is not None and risk != self.eviction_risk:
             log.warning("%s: a publish or any write that reaches maxmemory can remove the index this worker "
                         "serves; set maxmemory-policy noeviction (docs/security.md, Redis)", risk)  # fmt: skip
+        elif risk is None and self.eviction_risk is not None:
+            log.info("Redis maxmemory-policy no longer evicts index keys")
         self.eviction_risk = risk
 
     # -- background watcher ---------------------------------------------------------
@@ -220,7 +224,6 @@ class IndexSet:
                 repo = self.repo_factory()
                 pubsub = repo.r.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(repo.keys.events)
-                self._check_policy(repo)
                 self.refresh(repo)
                 if self.redis_error:
                     log.info("redis reachable again")
