@@ -323,6 +323,8 @@ def test_malformed_index_data_refused_with_reason_good_versions_still_load(
     try:
         assert h.wait_assigned(running)
         port = wait_port(running)
+        # the group is joined before the embedder is built: serving starts once both are done
+        assert h.wait_until(lambda: get(port, "/readyz")[0] == 200, 60), get(port, "/readyz")
         feeder = h.Feeder(kafka_settings, topics.frames, produced, rate=6).start()
         for what, fault, reason in faults:
             fault()
