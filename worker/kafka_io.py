@@ -8,8 +8,10 @@ up after ``poll()`` returns (``Rebalance.take()``).
 
 ``make_consumer`` builds kafka-python's consumer, or, with ``kafka_client =
 "confluent"``, ``worker.kafka_confluent.ConfluentConsumer``: the same methods
-and types over librdkafka (faster on large frames). The producer is
-kafka-python's either way.
+and types over librdkafka (faster on large frames); ``make_producer`` the
+outputs' producer of the same client. ``Lookup`` finds a partition's offsets
+by time for worker/start_position.py, reading single records through a
+kafka-python consumer of its own whichever client consumes.
 """
 
 from __future__ import annotations

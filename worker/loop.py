@@ -69,6 +69,9 @@ COMMIT_EVERY_S = 1.0
 UNPARSEABLE = (CorruptRecordError, InvalidRecordError, UnicodeError, ValueError, IndexError, struct.error)
 EMBED_QUEUE_BATCHES = 2  # batches waiting for the embed stage before the loop stops polling
 BUSY_POLL_S = 0.02  # poll timeout while batches are in the embed stage, so their outcomes go out promptly
+# A new consumer connects in the background (kafka-python after bootstrap, librdkafka after its first
+# statistics): "connecting" on /readyz this long, then "unreachable" if no broker connection came.
+CONNECTING_S = 15.0
 HEARTBEAT_EVERY_S = 5.0  # the Redis health key (framewatch status) is written this often, from its own thread
 
 
@@ -127,6 +130,7 @@ class Worker:
         self._connect_at, self._connect_backoff = 0.0, 0.5
         self._connect_error: Optional[str] = None  # the last failed connection attempt, until one succeeds
         self._broker_seen: Any = None  # the consumer once it has been connected (before: "connecting")
+        self._connected_at = 0.0  # when the consumer was created
         self._gave_up: Optional[Stall] = None
         self._stop = threading.Event()
         self.metrics.computed(
@@ -236,6 +240,8 @@ class Worker:
             return
         with self.watchdog.calling("poll"), self._busy("consume"):
             records = self._poll()
+            if self._broker_seen is not self.consumer and kafka_io.broker_connected(self.consumer):
+                self._broker_seen = self.consumer  # from now on, not connected means unreachable
             rewound = self.partitions.apply(self.consumer, held=self.hold is not None)
             if rewound:  # read again from the committed offset
                 records = [m for m in records if TopicPartition(m.topic, m.partition) not in rewound]
@@ -260,6 +266,7 @@ class Worker:
             with self.watchdog.calling("connect"):
                 self.prepare()
                 self.consumer = kafka_io.make_consumer(self.cfg, self.rebalance)
+            self._connected_at = self.clock()
             log.info("connected to kafka %s, group %s", self.cfg.kafka.redacted(), self.cfg.group_id)
             self._connect_backoff, self._connect_error = 0.5, None
         except (FramewatchError, KafkaError, OSError) as e:
@@ -331,7 +338,7 @@ class Worker:
         if self.scorer is not None:
             return True
         spec = self.indexes.spec
-        built = self.build.result(spec) if spec is not None else None
+        built = self.build.get_or_start(spec) if spec is not None else None
         if built is None:
             return False
         self.extractor, self.scorer = built
@@ -439,12 +446,11 @@ class Worker:
         return ok, "; ".join([detail, *dict.fromkeys(p for p in problems if p)])
 
     def _broker_state(self) -> str:
-        """connected | connecting (not connected yet, nothing failed) | unreachable (an attempt failed, or
-        a connection was lost)."""
+        """connected | connecting (not connected yet, for at most CONNECTING_S) | unreachable (an attempt
+        failed, a connection was lost, or none came in CONNECTING_S)."""
         if self.consumer is None:
             return "unreachable" if self._connect_error else "connecting"
-        connected = kafka_io.broker_connected(self.consumer)
-        if connected:
-            self._broker_seen = self.consumer
+        if kafka_io.broker_connected(self.consumer):
             return "connected"
-        return "unreachable" if self._broker_seen is self.consumer else "connecting"
+        new = self._broker_seen is not self.consumer and self.clock() - self._connected_at < CONNECTING_S
+        return "connecting" if new else "unreachable"

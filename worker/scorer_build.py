@@ -27,7 +27,7 @@ RETRY_S = 30.0  # after a failed build (e.g. the index's weights are not on this
 
 
 class ScorerBuild(Generic[T]):
-    """``result(spec)`` starts the build on first call and returns what ``build(spec)`` made once it is done.
+    """``get_or_start(spec)`` starts the build on first call and returns what ``build(spec)`` made once it is done.
 
     ``build`` runs on the builder thread; whatever it raises becomes ``error`` (shown on /readyz) and is
     tried again after ``RETRY_S``.
@@ -42,7 +42,7 @@ class ScorerBuild(Generic[T]):
         self._retry_at = 0.0
         self._lock = threading.Lock()
 
-    def result(self, spec: EmbedderSpec) -> Optional[T]:
+    def get_or_start(self, spec: EmbedderSpec) -> Optional[T]:
         """What was built, or None while it is building (or waiting to retry); starts the build if needed."""
         with self._lock:
             if self._built is not None or self._building is not None or self.clock() < self._retry_at:
