@@ -32,7 +32,9 @@ CLIENTS = ["kafka-python", "confluent"]
 @pytest.fixture(params=CLIENTS)
 def client(request):  # type: ignore[no-untyped-def]
     if request.param == "confluent":
-        pytest.importorskip("confluent_kafka", reason="confluent-kafka not installed (pip install '.[confluent]')")
+        pytest.importorskip(
+            "confluent_kafka", reason="confluent-kafka not installed (pip install '.[confluent]')"
+        )
     return request.param
 
 
@@ -60,7 +62,9 @@ def produce_at(settings, topic: str, frames: list, timestamp_ms: int) -> None:  
     producer.close()
 
 
-def test_a_worker_started_0s_before_its_cameras_scores_every_frame(kafka_settings, redis_url, setup, unique, client):
+def test_a_worker_started_0s_before_its_cameras_scores_every_frame(
+    kafka_settings, redis_url, setup, unique, client
+):
     """`framewatch work --start-from latest`, then the cameras at once: no frame is lost to the model build.
     Its /metrics listen only where --metrics-host (or FRAMEWATCH_METRICS_HOST) says."""
     topics, prefix = setup
@@ -71,7 +75,8 @@ def test_a_worker_started_0s_before_its_cameras_scores_every_frame(kafka_setting
                               extra=("--start-from", "latest", "--kafka-client", client, *listen),
                               env_extra=None if listen else {"FRAMEWATCH_METRICS_HOST": "127.0.0.2"})  # fmt: skip
     try:
-        h.Feeder(kafka_settings, topics.frames, produced, rate=10).start().join()  # 3 s of frames, from the start
+        # 3 s of frames, from the worker's first second
+        h.Feeder(kafka_settings, topics.frames, produced, rate=10).start().join()
         assert h.wait_for_ids(kafka_settings, topics, ids(produced), 120), worker.output()
         scored, _ = h.assert_nothing_lost(kafka_settings, topics, ids(produced))
         assert worker.metric("framewatch_frames_skipped_total") == 0
@@ -91,7 +96,9 @@ def test_frames_published_before_the_start_are_skipped_counted_and_logged(
     sources = h.sources_covering(2)
     old = [f for source in sources for f in h.frames(source, 6)]
     produce_at(kafka_settings, topics.frames, old, int((time.time() - 3600) * 1000))
-    cfg = h.worker_config(kafka_settings, redis_url, prefix, topics, unique, start_from="latest", kafka_client=client)
+    cfg = h.worker_config(
+        kafka_settings, redis_url, prefix, topics, unique, start_from="latest", kafka_client=client
+    )
     caplog.set_level(logging.INFO, logger="worker.partitions")
     running = h.start_worker(cfg)
     try:
@@ -102,7 +109,9 @@ def test_frames_published_before_the_start_are_skipped_counted_and_logged(
         assert not ids(old) & set(scored), "frames from before the start were scored"
         body = get(running.worker.health.port, "/metrics")[1]
         assert h.metric_value(body, "framewatch_frames_skipped_total") == len(old)
-        skipped = [r.getMessage() for r in caplog.records if "older frames there are skipped" in r.getMessage()]
+        skipped = [
+            r.getMessage() for r in caplog.records if "older frames there are skipped" in r.getMessage()
+        ]
         assert len(skipped) == 2 and all("6 older frames" in m for m in skipped), skipped
     finally:
         running.close()
@@ -120,7 +129,9 @@ def test_a_partition_never_committed_keeps_its_frames_when_it_moves_to_a_worker_
     first = h.start_worker(cfg)
     second = None
     try:
-        assert h.wait_until(lambda: first.worker.consumer is not None and len(first.worker.consumer.assignment()) == 2)
+        assert h.wait_until(
+            lambda: first.worker.consumer is not None and len(first.worker.consumer.assignment()) == 2
+        )
         produced = h.interleave(*(h.frames(source, 8) for source in h.sources_covering(2)))
         h.produce_frames(kafka_settings, topics.frames, produced)
         second = h.start_worker(cfg)  # started after every one of those frames
@@ -149,7 +160,8 @@ def test_readyz_says_the_embedder_is_building_and_an_up_broker_is_never_unreacha
         return Embedder(spec)
 
     cfg = dataclasses.replace(
-        h.worker_config(kafka_settings, redis_url, prefix, topics, unique, kafka_client=client), start_from="latest"
+        h.worker_config(kafka_settings, redis_url, prefix, topics, unique, kafka_client=client),
+        start_from="latest",
     )
     worker = Worker(cfg, registry=h.CollectorRegistry(), embedder_factory=slow_embedder)
     stop = threading.Event()
@@ -162,7 +174,9 @@ def test_readyz_says_the_embedder_is_building_and_an_up_broker_is_never_unreacha
 
         def joined_and_said_so() -> bool:
             seen.append(get(port, "/readyz"))
-            return "broker: connected" in seen[-1][1] and bool(worker.consumer and worker.consumer.assignment())
+            return "broker: connected" in seen[-1][1] and bool(
+                worker.consumer and worker.consumer.assignment()
+            )
 
         assert h.wait_until(joined_and_said_so, 60, every=0.2), seen[-1]
         status, body = get(port, "/readyz")

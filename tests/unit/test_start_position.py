@@ -34,7 +34,8 @@ def log_of(n_old: int, n_new: int, start_ms: int, broker: Optional[int] = None, 
     return Log(stamps, broker)
 
 
-@pytest.mark.parametrize("broker", [None, 0, 3, 250, 10_000])  # wrong answers (Tansu says 0), and the right one
+# the broker's offsets_for_times answer: none, wrong ones (Tansu answers 0 whatever the time), the right one
+@pytest.mark.parametrize("broker", [None, 0, 3, 250, 10_000])
 def test_latest_starts_at_the_first_frame_since_the_start_whatever_the_broker_answers(broker):
     start = StartPosition("latest", started_at=1_000_000.0, slack_s=0)
     log = log_of(250, 40, 1_000_000_000, broker, first=7)
@@ -69,7 +70,8 @@ def test_gaps_in_the_offsets_are_searched_over():
     stamps = {0: 1, 5: 2, 9: 3, 20: 2_000_000_000, 21: 2_000_000_001}
     log = Log(stamps)
     found = first_offset_since(1_000_000_000, 0, 22, lambda o: log.first_at("tp", o))
-    assert log.first_at("tp", found) == (20, 2_000_000_000)  # the first record read from there is the first new one
+    # the first record read from there is the first new one
+    assert log.first_at("tp", found) == (20, 2_000_000_000)
 
 
 def test_the_process_start_is_before_now_and_recent():
