@@ -55,6 +55,9 @@ class OffsetLookup(Protocol):
     def first_at(self, tp: object, offset: int) -> RecordAt:
         """The first record at ``offset`` or after it."""
 
+    def close(self) -> None:
+        """Release what the lookups held (a consumer of their own)."""
+
 
 @dataclass(frozen=True)
 class Start:

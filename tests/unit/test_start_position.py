@@ -27,6 +27,9 @@ class Log:
         later = [o for o in self.stamps if o >= offset]
         return (min(later), self.stamps[min(later)]) if later else None
 
+    def close(self) -> None:
+        pass
+
 
 def log_of(n_old: int, n_new: int, start_ms: int, broker: Optional[int] = None, first: int = 0) -> Log:
     stamps = {first + i: start_ms - 3_600_000 + i for i in range(n_old)}
