@@ -101,7 +101,9 @@ def run_fit(args: argparse.Namespace) -> int:
         raise FramewatchError(f"{len(train)} image(s) cannot calibrate a threshold with --k {args.k}: "
                               f"give at least {args.k + 1} or a --holdout folder")  # fmt: skip
     repo = repository(redis_settings)  # fail fast, before minutes of embedding
-    from framewatch.index_safety import check_backbone
+    from framewatch.index_safety import check_backbone, check_eviction
+
+    check_eviction(repo)  # a Redis that may evict index keys: refused now, not after the embedding
 
     # fine-tuning makes new weights, so a fine-tuned version always changes the embedder workers hold
     check_backbone(repo, args.name, dataclasses.replace(spec, adapted_sha256="new") if args.finetune else spec,

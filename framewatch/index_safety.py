@@ -1,4 +1,6 @@
-"""``index fit`` under an existing name with another backbone: refused unless asked for, and said plainly.
+"""What ``index fit`` checks before minutes of embedding: a Redis that may evict index keys is refused
+(index_store/redis_policy.py says why); and a fit under an existing name with another backbone is
+refused unless asked for, and said plainly.
 
 A running worker refuses a version whose embedder differs from the one it holds
 (and keeps serving its old version), while a restarted worker loads the new one:
@@ -11,6 +13,7 @@ import logging
 from typing import Optional
 
 from index_store.errors import UnknownIndex
+from index_store.redis_policy import require_safe_policy
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
 from wire.errors import FramewatchError
@@ -20,6 +23,11 @@ log = logging.getLogger("framewatch")
 
 class BackboneChange(FramewatchError):
     """A fit would switch an index's backbone without --new-backbone."""
+
+
+def check_eviction(repo: IndexRepository) -> None:
+    """:raises EvictionUnsafe: Redis's maxmemory-policy could evict index keys (``allkeys-*``)."""
+    require_safe_policy(repo.r)
 
 
 def check_backbone(repo: IndexRepository, name: str, spec: EmbedderSpec, allow: bool) -> Optional[str]:

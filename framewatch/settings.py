@@ -53,6 +53,7 @@ ENV_VARS = {
     "FRAMEWATCH_ALERT_WEBHOOKS": "framewatch alert: webhook URLs, space-separated (secrets: never logged)",
     "FRAMEWATCH_ALERT_SLACK": "framewatch alert: Slack incoming-webhook URLs, space-separated (secrets)",
     "FRAMEWATCH_REDIS_PREFIX": "Redis key prefix (default framewatch)",
+    "FRAMEWATCH_METRICS_HOST": "address /metrics, /healthz, /readyz listen on (default 0.0.0.0: every interface)",
 }
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -138,6 +139,24 @@ def kafka_client(flag: Optional[str], env: Mapping[str, str] = os.environ) -> st
     if name not in KAFKA_CLIENTS:
         raise ConfigError(f"Kafka client {name!r}: use one of {', '.join(KAFKA_CLIENTS)}")
     return name
+
+
+# Every interface: Prometheus in Kubernetes scrapes the pod's IP, and a probe's kubelet does too; the endpoints
+# hold no secrets (docs/security.md). A host install that wants loopback says --metrics-host 127.0.0.1.
+DEFAULT_METRICS_HOST = "0.0.0.0"
+
+
+def metrics_host(flag: Optional[str], env: Mapping[str, str] = os.environ) -> str:
+    """Where a command's /metrics listens: ``--metrics-host``, else FRAMEWATCH_METRICS_HOST, else 0.0.0.0.
+
+    :raises ConfigError: an empty address, or one with a port or spaces in it.
+    """
+    host = (flag if flag is not None else env.get("FRAMEWATCH_METRICS_HOST", DEFAULT_METRICS_HOST)).strip()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not bare or any(c.isspace() for c in bare) or (":" in bare and bare.count(":") < 2):
+        raise ConfigError(f"metrics host {host!r}: give an address or host name without a port, e.g. 127.0.0.1, "
+                          "0.0.0.0, :: (the port is --metrics-port)")  # fmt: skip
+    return bare
 
 
 def redis_settings(url: Optional[str], env: Mapping[str, str] = os.environ) -> Optional[RedisSettings]:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from framewatch import allocator, flags
-from framewatch.settings import kafka_client
+from framewatch.settings import kafka_client, metrics_host
 from framewatch.signals import exit_later, stop_on_signals
 from wire.errors import FramewatchError
 from wire.settings import KAFKA_CLIENTS
@@ -37,6 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--metrics-port", type=flags.port, default=9108, help="port of /metrics, /healthz, /readyz"
     )
+    p.add_argument("--metrics-host", default=None, metavar="ADDRESS",
+                   help="address /metrics, /healthz, /readyz listen on (else FRAMEWATCH_METRICS_HOST; default "
+                        "0.0.0.0, so Prometheus reaches a pod; 127.0.0.1 keeps them on this host)")  # fmt: skip
     p.add_argument(
         "--drain-timeout", type=flags.positive, default=30.0, help="seconds to finish and commit on SIGTERM"
     )
@@ -63,8 +66,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--heartbeat-ms", type=flags.positive_int, default=3000, help="consumer group heartbeat interval"
     )
     p.add_argument("--start-from", choices=("earliest", "latest"), default=None,
-                   help="where a consumer group with no committed offsets starts (default: latest, for live "
-                        "feeds: a new group does not re-score retained history); earliest to backfill")  # fmt: skip
+                   help="where a partition without a committed offset starts (default: latest: the first frame "
+                        "published since this worker started, so a new group does not re-score retained history "
+                        "and misses nothing while it starts); earliest to backfill")  # fmt: skip
     p.add_argument("--stall-timeout", type=flags.positive, default=120.0,
                    help="seconds without progress (lag but nothing consumed, or one call) before /readyz says 503")  # fmt: skip
     p.add_argument("--stall-exit", type=flags.positive, default=600.0,
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     redis = flags.redis_settings(args)
     topics = flags.topics(args)
     client = kafka_client(args.kafka_client, args.environment)
+    listen = metrics_host(args.metrics_host, args.environment)
     if client == "confluent":
         from worker.kafka_confluent import require
 
@@ -102,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.config import WorkerConfig
     from worker.decode import DecodeLimits
     from worker.loop import EXIT_STALLED, Worker
+    from worker.start_position import process_started_at
 
     stop = stop_on_signals(hard_exit_after_s=args.drain_timeout + 15.0)
     set_cpu_threads(args.threads)
@@ -109,13 +115,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = WorkerConfig(
         kafka=kafka, redis=redis, index=args.index, routes=tuple(args.route), topics=topics,
         group_id=args.group, worker_id=args.worker_id or "", max_batch=args.max_batch, max_wait_s=args.max_wait,
-        device=args.device, window=args.window, metrics_port=args.metrics_port, drain_timeout_s=args.drain_timeout,
+        device=args.device, window=args.window, metrics_host=listen, metrics_port=args.metrics_port, drain_timeout_s=args.drain_timeout,
         limits=DecodeLimits(max_bytes=args.max_bytes, min_side=args.min_side, max_pixels=args.max_pixels,
                             **({"max_decode_bytes": args.max_decode_mib << 20} if args.max_decode_mib else {})),
         **({"decode_budget_bytes": args.decode_budget_mib << 20} if args.decode_budget_mib else {}),
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
         stall_timeout_s=args.stall_timeout, stall_exit_s=args.stall_exit, kafka_client=client,
         drift_sources=args.drift_sources, drift_window_s=args.drift_window,
+        started_at=process_started_at(),  # "latest" means frames published since this process started
         **({"start_from": args.start_from} if args.start_from else {}),  # the default lives in WorkerConfig
     )  # fmt: skip
     # The worker serves /healthz, /readyz and /metrics first, then creates the topics (waiting for Kafka as

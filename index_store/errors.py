@@ -29,3 +29,7 @@ class UnknownIndex(IndexStoreError):
 
 class CorruptIndex(IndexStoreError):
     """Stored vectors or metadata fail their integrity checks."""
+
+
+class PublishFailed(IndexStoreError):
+    """Redis refused or lost a publish (out of memory, unreachable): nothing of it became active."""

@@ -20,9 +20,10 @@ from typing import Any, Optional
 import numpy as np
 import redis
 
-from index_store.errors import CorruptIndex, UnknownIndex
+from index_store.errors import CorruptIndex, PublishFailed, UnknownIndex
 from index_store.keys import Keys
 from index_store.knn import KnnIndex
+from index_store.redis_policy import require_safe_policy
 from index_store.spec import EmbedderSpec
 from index_store.validation import check_index, check_meta_types
 
@@ -112,12 +113,26 @@ class IndexRepository:
     ) -> IndexMeta:
         """Store a new immutable version of ``meta.name``; optionally make it active, atomically.
 
-        Raises CorruptIndex, before anything is written, for data no worker could serve
-        (no vectors, non-finite values, a shape that disagrees with the metadata, an unknown kind).
+        :raises CorruptIndex: before anything is written, for data no worker could serve (no vectors,
+            non-finite values, a shape that disagrees with the metadata, an unknown kind).
+        :raises EvictionUnsafe: before anything is written, when Redis could evict index keys.
+        :raises PublishFailed: Redis refused the write (out of memory) or went away; the MULTI/EXEC
+            wrote all or nothing, so the active version is unchanged (a version number may be used up).
         """
         vectors, layout = index.to_arrays() if hasattr(index, "to_arrays") else (index.vectors, {})
         check_index(replace(meta, n_vectors=len(vectors)), index.kind, vectors)
         weights = _adapted_chunks(meta, adapted)
+        try:
+            require_safe_policy(self.r)
+            return self._publish(meta, vectors, layout, activate, weights)
+        except redis.RedisError as e:
+            raise PublishFailed(f"index {meta.name!r} not published, the active version is unchanged: "
+                                f"Redis: {type(e).__name__}: {e}") from e
+
+    def _publish(
+        self, meta: IndexMeta, vectors: np.ndarray, layout: dict[str, Any], activate: bool, weights: list[bytes]
+    ) -> IndexMeta:
+        adapted_bytes = sum(len(w) for w in weights)
         blob = vectors_to_bytes(vectors)
         chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         version = int(self.r.incr(self.keys.counter(meta.name)))
@@ -131,7 +146,7 @@ class IndexRepository:
                 "sha256": hashlib.sha256(blob).hexdigest(),
                 "n_chunks": len(chunks),
                 "adapted_chunks": len(weights),
-                "adapted_bytes": len(adapted or b""),
+                "adapted_bytes": adapted_bytes,
             }
         )
         pipe = self.r.pipeline(transaction=True)
@@ -235,6 +250,17 @@ class IndexRepository:
             raise CorruptIndex(f"{where}: adapted weights fail their sha256 (expected {expected[:12]}...): "
                                "refusing to embed with weights other than the fitted ones")  # fmt: skip
         return blob
+
+    def missing_keys(self, meta: IndexMeta) -> list[str]:
+        """The keys serving ``meta``'s version needs (pointer, metadata, chunks) that are gone from Redis:
+        flushed, evicted or deleted. Empty while the version is whole."""
+        keys = [self.keys.active(meta.name), self.keys.meta(meta.name, meta.version)]
+        keys += [self.keys.chunk(meta.name, meta.version, i) for i in range(meta.n_chunks)]
+        keys += [self.keys.adapted_chunk(meta.name, meta.version, i) for i in range(meta.adapted_chunks)]
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        return [key for key, n in zip(keys, pipe.execute()) if not n]
 
     def versions(self, name: str) -> list[int]:
         return sorted(int(v) for v in self.r.zrange(self.keys.versions(name), 0, -1))

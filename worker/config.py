@@ -40,6 +40,11 @@ class WorkerConfig:
     # retained frames first (old anomalies, minutes of latency). Once the group has committed, every
     # restart and rebalance resumes from its commits: nothing is skipped. "earliest" for backfills.
     start_from: str = "latest"
+    # With "latest", a partition without a committed offset starts at the first frame published since
+    # ``started_at`` (seconds since the epoch; 0: when the Worker is created; `framewatch work` passes the
+    # process's start) less ``start_slack_s``, however late the group join comes (worker/start_position.py).
+    started_at: float = 0.0
+    start_slack_s: float = 5.0
     stall_timeout_s: float = 120.0  # watchdog: no progress (or one call) this long -> not ready
     stall_exit_s: float = 600.0  # watchdog: stalled this long -> the worker gives up (exits non-zero)
     kafka_client: str = "kafka-python"  # the consumer's client: kafka-python, or confluent (optional extra)
@@ -63,6 +68,7 @@ class WorkerConfig:
                 ),
                 ("max_pending_outputs", self.max_pending_outputs >= self.max_batch, "at least max_batch"),
                 ("start_from", self.start_from in ("earliest", "latest"), "earliest or latest"),
+                ("start_slack_s", self.start_slack_s >= 0, "0 or more"),
                 ("stall_timeout_s", self.stall_timeout_s > 0, "positive"),
                 ("stall_exit_s", self.stall_exit_s >= self.stall_timeout_s, "at least stall_timeout_s"),
                 ("metrics_port", 0 <= self.metrics_port < 65536, "a TCP port (0 = any free one)"),

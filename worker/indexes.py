@@ -13,6 +13,14 @@ active pointer that cannot be read. With Redis down the worker keeps the indexes
 it holds and retries with backoff. The watcher thread survives every exception:
 each one is logged, counted (``framewatch_index_reloads_total{result="error"}``)
 and shown on /readyz until the next refresh succeeds.
+
+Redis can also lose what it held (a restart without persistence, FLUSHALL,
+eviction): the worker goes on scoring with the copy it holds, and says that
+the version it serves is gone from Redis (log, /readyz,
+``framewatch_index_missing{index}``), until a version is published again. Each
+(re)connection reads Redis's ``maxmemory-policy``; one that may evict index keys
+(index_store/redis_policy.py) is logged and shown on /readyz
+(``framewatch_redis_eviction_unsafe``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import redis
 
 from index_store.errors import CorruptIndex, SpecMismatch, UnknownIndex
 from index_store.knn import KnnIndex, Searcher
+from index_store.redis_policy import eviction_risk, maxmemory_policy
 from index_store.repository import IndexMeta, IndexRepository, parse_event
 from index_store.spec import EmbedderSpec
 from worker.metrics import WorkerMetrics
@@ -76,7 +85,11 @@ class IndexSet:
         self._refused: dict[str, tuple[Optional[int], str]] = {}  # name -> (version, why): not loaded again
         self.redis_error: Optional[str] = None  # set while Redis is unreachable
         self.watch_error: Optional[str] = None  # set while the watcher fails for another reason
+        self.eviction_risk: Optional[str] = None  # Redis's maxmemory-policy could evict index keys
+        self._vanished: dict[str, str] = {}  # name -> what is gone from Redis of the version served
         metrics.known_indexes(names)
+        metrics.index_state(names, missing=lambda name: name in self._vanished,
+                            eviction_unsafe=lambda: self.eviction_risk is not None)  # fmt: skip
 
     # -- read side (scoring loop) ---------------------------------------------------
     def snapshot(self) -> dict[str, LoadedIndex]:
@@ -86,25 +99,48 @@ class IndexSet:
         return all(name in self._current for name in self.names)
 
     def problems(self) -> list[str]:
-        """What an operator should know: refused versions still active in Redis, Redis unreachable."""
-        found = [why for _, why in self._refused.values()]
-        return found + [e for e in (self.redis_error, self.watch_error) if e]
+        """What an operator should know: refused versions still active in Redis, served versions gone from
+        Redis, Redis unreachable, an eviction policy that could remove index keys."""
+        found = [why for _, why in self._refused.values()] + list(self._vanished.values())
+        return found + [e for e in (self.redis_error, self.watch_error, self.eviction_risk) if e]
 
     # -- loading -----------------------------------------------------------------
     def refresh(self, repo: IndexRepository) -> None:
-        """Load every name whose active version differs from the one held."""
+        """Load every name whose active version differs from the one held; note a held one gone from Redis,
+        and an eviction policy that could make it so."""
+        self._check_policy(repo)
         for name in self.names:
-            try:
-                active = repo.active_version(name)
-            except (CorruptIndex, SpecMismatch) as e:
-                self._refuse(name, None, str(e))
-                continue
+            self._refresh_one(repo, name)
             held = self._current.get(name)
-            if active is None or (held is not None and held.meta.version == active and self._same(repo, held)):
-                continue
-            if name in self._refused and self._refused[name][0] == active:
-                continue  # versions are immutable: refused once, refused for good
-            self._load(repo, name, active)
+            if held is not None:
+                self._check_present(repo, held)
+
+    def _refresh_one(self, repo: IndexRepository, name: str) -> None:
+        try:
+            active = repo.active_version(name)
+        except (CorruptIndex, SpecMismatch) as e:
+            self._refuse(name, None, str(e))
+            return
+        held = self._current.get(name)
+        if active is None or (held is not None and held.meta.version == active and self._same(repo, held)):
+            return
+        if name in self._refused and self._refused[name][0] == active:
+            return  # versions are immutable: refused once, refused for good
+        self._load(repo, name, active)
+
+    def _check_present(self, repo: IndexRepository, held: LoadedIndex) -> None:
+        """Say so (once) when the version served has lost keys in Redis; and when it is whole again."""
+        name = held.meta.name
+        missing = repo.missing_keys(held.meta)
+        if not missing:
+            if self._vanished.pop(name, None) is not None:
+                log.info("index %s is whole in Redis again", held.label)
+            return
+        why = (f"index {held.label} is gone from Redis ({len(missing)} of its keys missing, e.g. {missing[0]}: "
+               f"flushed, evicted or deleted); still scoring with the copy held")  # fmt: skip
+        if name not in self._vanished:
+            log.error("%s; publish it again (framewatch index fit) to keep it", why)
+        self._vanished[name] = why
 
     @staticmethod
     def _same(repo: IndexRepository, held: LoadedIndex) -> bool:
@@ -155,6 +191,19 @@ class IndexSet:
                 f"index was built with {spec.label()} (dim {meta.dim}); this worker embeds with "
                 f"{self.spec.label()} (dim {self.spec.dim})"
             )
+
+    def _check_policy(self, repo: IndexRepository) -> None:
+        """Warn when Redis may evict index keys (the worker keeps serving), and when it no longer may."""
+        try:
+            risk = eviction_risk(maxmemory_policy(repo.r))
+        except redis.ResponseError:
+            risk = None
+        if risk is not None and risk != self.eviction_risk:
+            log.warning("%s: a publish or any write that reaches maxmemory can remove the index this worker "
+                        "serves; set maxmemory-policy noeviction (docs/security.md, Redis)", risk)  # fmt: skip
+        elif risk is None and self.eviction_risk is not None:
+            log.info("Redis maxmemory-policy no longer evicts index keys")
+        self.eviction_risk = risk
 
     # -- background watcher ---------------------------------------------------------
     def start(self) -> None:

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import kafka.errors as kerr
 from kafka import TopicPartition
+from kafka.structs import OffsetAndTimestamp
 
 from worker.poison import NOT_UTF8_MARK
 
@@ -181,7 +182,7 @@ def config_of(cfg: Any) -> dict[str, Any]:
         "group.id": cfg.group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": cfg.start_from,
+        "auto.offset.reset": "earliest",  # kafka_io.CLIENT_RESET: a start without commits is the loop's
         "max.partition.fetch.bytes": k.max_message_bytes,
         "fetch.max.bytes": max(k.max_message_bytes, 50 * 1024 * 1024),
         "receive.message.max.bytes": max(k.max_message_bytes, 50 * 1024 * 1024) + 1024 * 1024,
@@ -211,7 +212,7 @@ class ConfluentConsumer:
         self._ck = ck
         self._listener = listener
         self._lock = threading.Lock()
-        self._up = False
+        self._up: Optional[bool] = None  # None until librdkafka's first statistics (or error) say
         self._assigned: set[TopicPartition] = set()
         conf = {**config_of(cfg), "stats_cb": self._on_stats, "error_cb": self._on_error}
         try:
@@ -252,7 +253,8 @@ class ConfluentConsumer:
                 self._up = False
         log.warning("kafka (librdkafka): %s", error.str())
 
-    def connected(self) -> bool:
+    def connected(self) -> Optional[bool]:
+        """Any broker connection up, by librdkafka's latest statistics; None before the first."""
         with self._lock:
             return self._up
 
@@ -312,6 +314,25 @@ class ConfluentConsumer:
         """The offset of the next record to read; None while unknown (not fetched yet)."""
         (got,) = self._call("position", self._c.position, self._ctps([tp]))
         return got.offset if got.offset >= 0 else None
+
+    def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        lows = {}
+        for tp in tps:
+            low, _high = self._call("beginning offsets", self._c.get_watermark_offsets,
+                                    self._ck.TopicPartition(tp.topic, tp.partition), timeout=REQUEST_TIMEOUT_S)  # fmt: skip
+            lows[tp] = low
+        return lows
+
+    def offsets_for_times(self, times: dict[TopicPartition, int]) -> dict[TopicPartition, Optional[OffsetAndTimestamp]]:
+        """kafka-python's shape: the earliest offset whose timestamp is at or after each time; None if none."""
+        query = [self._ck.TopicPartition(tp.topic, tp.partition, ms) for tp, ms in times.items()]
+        found = self._call("offsets for times", self._c.offsets_for_times, query, timeout=REQUEST_TIMEOUT_S)
+        out: dict[TopicPartition, Optional[OffsetAndTimestamp]] = {}
+        for got in found:
+            _check_partition(got, "offsets for times")
+            tp = TopicPartition(got.topic, got.partition)
+            out[tp] = OffsetAndTimestamp(got.offset, times[tp], -1) if got.offset >= 0 else None
+        return out
 
     def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         ends = {}

@@ -8,15 +8,18 @@ up after ``poll()`` returns (``Rebalance.take()``).
 
 ``make_consumer`` builds kafka-python's consumer, or, with ``kafka_client =
 "confluent"``, ``worker.kafka_confluent.ConfluentConsumer``: the same methods
-and types over librdkafka (faster on large frames). The producer is
-kafka-python's either way.
+and types over librdkafka (faster on large frames); ``make_producer`` the
+outputs' producer of the same client. ``Lookup`` finds a partition's offsets
+by time for worker/start_position.py, reading single records through a
+kafka-python consumer of its own whichever client consumes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+import time
+from typing import Any, Optional
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -26,6 +29,11 @@ from worker.config import WorkerConfig
 from worker.poison import install_lenient_header_keys
 
 log = logging.getLogger(__name__)
+
+# The client's own reset, for an offset out of range (retention passed it, or the broker lost its log): the
+# earliest record, so a reset never jumps over what is still there. A partition without a committed offset is
+# started by the loop itself, at ``--start-from`` (worker/start_position.py), right after it is assigned.
+CLIENT_RESET = "earliest"
 
 install_lenient_header_keys()
 
@@ -71,7 +79,7 @@ def make_consumer(cfg: WorkerConfig, listener: Rebalance) -> Any:
     consumer = KafkaConsumer(
         group_id=cfg.group_id,
         enable_auto_commit=False,
-        auto_offset_reset=cfg.start_from,
+        auto_offset_reset=CLIENT_RESET,
         max_partition_fetch_bytes=cfg.kafka.max_message_bytes,
         fetch_max_bytes=max(cfg.kafka.max_message_bytes, 50 * 1024 * 1024),
         max_poll_records=cfg.max_batch,
@@ -126,12 +134,57 @@ def lag(consumer: Any) -> dict[TopicPartition, int]:
     return {tp: max(0, ends[tp] - pos) for tp, pos in positions.items() if pos is not None}
 
 
-def broker_connected(consumer: Any) -> bool:
-    """True when the consumer holds a live connection to at least one broker."""
+class Lookup:
+    """``start_position.OffsetLookup`` for the partitions ``consumer`` (either client) holds.
+
+    Log bounds and the broker's offsets_for_times answer come from ``consumer``; single records are read
+    by a kafka-python consumer of its own (assigned, no group), created on first use: the group consumer
+    must not be moved around a partition it is about to read. Close it after use.
+    """
+
+    def __init__(self, consumer: Any, cfg: WorkerConfig, read_timeout_s: float = 5.0) -> None:
+        self.consumer, self.cfg, self.read_timeout_s = consumer, cfg, read_timeout_s
+        self._reader: Any = None
+
+    def bounds(self, tp: TopicPartition) -> tuple[int, int]:
+        return int(self.consumer.beginning_offsets([tp])[tp]), int(self.consumer.end_offsets([tp])[tp])
+
+    def broker_answer(self, tp: TopicPartition, timestamp_ms: int) -> Optional[int]:
+        found = self.consumer.offsets_for_times({tp: timestamp_ms}).get(tp)
+        return None if found is None or found.offset < 0 else int(found.offset)
+
+    def first_at(self, tp: TopicPartition, offset: int) -> Optional[tuple[int, int]]:
+        """(offset, timestamp ms) of the first record at ``offset`` or after; None if none comes in time."""
+        if self._reader is None:
+            self._reader = KafkaConsumer(
+                group_id=None, enable_auto_commit=False, max_poll_records=1, fetch_max_wait_ms=100,
+                max_partition_fetch_bytes=self.cfg.kafka.max_message_bytes,
+                fetch_max_bytes=max(self.cfg.kafka.max_message_bytes, 50 * 1024 * 1024),
+                **self.cfg.kafka.client_kwargs(),
+            )  # fmt: skip
+        if self._reader.assignment() != {tp}:
+            self._reader.assign([tp])
+        self._reader.seek(tp, offset)
+        deadline = time.monotonic() + self.read_timeout_s
+        while time.monotonic() < deadline:
+            for msgs in self._reader.poll(timeout_ms=200, max_records=1).values():
+                for msg in msgs:
+                    return int(msg.offset), int(msg.timestamp if msg.timestamp is not None else -1)
+        return None
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def broker_connected(consumer: Any) -> Optional[bool]:
+    """True when the consumer holds a live connection to at least one broker; None while it cannot tell yet
+    (the confluent client before its first statistics)."""
     if consumer is None:
         return False
     if hasattr(consumer, "connected"):  # ConfluentConsumer: from librdkafka's statistics
-        return bool(consumer.connected())
+        return consumer.connected()  # type: ignore[no-any-return]
     client = consumer._client  # noqa: SLF001 - kafka-python exposes no public check
     try:
         return any(client.connected(b.node_id) for b in client.cluster.brokers())

@@ -35,7 +35,6 @@ from prometheus_client import CollectorRegistry
 
 from index_store import device_knn
 from index_store.embedder import Embedder, pick_device
-from index_store.errors import IndexStoreError
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
 from wire.errors import FrameDecodeError, FramewatchError
@@ -57,8 +56,10 @@ from worker.partitions import Partitions
 from worker.poison import Unparseable, skip_unparseable
 from worker.read_ahead import DRAIN_RECORDS, ReadAhead
 from worker.routing import Routing
+from worker.scorer_build import ScorerBuild
 from worker.scoring import PendingFrame, Scorer
 from worker.stages import DecodePool, EmbedStage, Outcome, StageMetrics, score_batch
+from worker.start_position import StartPosition
 from worker.watchdog import Stall, Watchdog, WatchdogThread
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ COMMIT_EVERY_S = 1.0
 UNPARSEABLE = (CorruptRecordError, InvalidRecordError, UnicodeError, ValueError, IndexError, struct.error)
 EMBED_QUEUE_BATCHES = 2  # batches waiting for the embed stage before the loop stops polling
 BUSY_POLL_S = 0.02  # poll timeout while batches are in the embed stage, so their outcomes go out promptly
+# A new consumer connects in the background (kafka-python after bootstrap, librdkafka after its first
+# statistics): "connecting" on /readyz this long, then "unreachable" if no broker connection came.
+CONNECTING_S = 15.0
 HEARTBEAT_EVERY_S = 5.0  # the Redis health key (framewatch status) is written this often, from its own thread
 
 
@@ -112,8 +116,11 @@ class Worker:
         self.tracker = OffsetTracker()
         self.delivery = Delivery(cfg, self.outbox, self.tracker, self.metrics, clock)
         self.watchdog = Watchdog(cfg.stall_timeout_s, clock)
-        self.partitions = Partitions(self.rebalance, self.batcher, self.ahead, self.tracker, self.watchdog,
-                                     self.metrics, cfg.start_from, clock)  # fmt: skip
+        self.partitions = Partitions(
+            self.rebalance, self.batcher, self.ahead, self.tracker, self.watchdog, self.metrics,
+            StartPosition(cfg.start_from, cfg.started_at or time.time(), cfg.start_slack_s),
+            lambda consumer: kafka_io.Lookup(consumer, cfg), clock,
+        )  # fmt: skip
         self.watchdog_thread = WatchdogThread(self.watchdog, cfg.stall_exit_s, self._tripped, self._give_up)
         self.scorer: Optional[Scorer] = None
         self.extractor: Optional[Extractor] = None
@@ -125,9 +132,11 @@ class Worker:
         self.consumer: Any = None
         self.health: Optional[HealthServer] = None
         self.hold: Optional[str] = None  # why consumption is held, while it is
-        self._embedder_error: Optional[str] = None
-        self._embedder_retry_at = 0.0
+        self.build: ScorerBuild[tuple[Extractor, Scorer]] = ScorerBuild(self._build_scorer, self.watchdog, clock)
         self._connect_at, self._connect_backoff = 0.0, 0.5
+        self._connect_error: Optional[str] = None  # the last failed connection attempt, until one succeeds
+        self._broker_seen: Any = None  # the consumer once it has been connected (before: "connecting")
+        self._connected_at = 0.0  # when the consumer was created
         self._gave_up: Optional[Stall] = None
         self._replaced_times = 0
         self._stop = threading.Event()
@@ -161,7 +170,8 @@ class Worker:
                 f"cannot serve metrics on {self.cfg.metrics_host}:{self.cfg.metrics_port}: {e.strerror or e} "
                 "(is another worker using that port? pass --metrics-port)"
             ) from e
-        log.info("worker %s metrics on http://%s:%d/metrics", self.worker_id, self.cfg.metrics_host, self.health.port)
+        host = f"[{self.cfg.metrics_host}]" if ":" in self.cfg.metrics_host else self.cfg.metrics_host
+        log.info("worker %s metrics on http://%s:%d/metrics", self.worker_id, host, self.health.port)
         self.indexes.start()
         self.stage = EmbedStage(self._embed_batch, EMBED_QUEUE_BATCHES)
         self.watchdog_thread.start()
@@ -223,6 +233,8 @@ class Worker:
     # -- the loop -----------------------------------------------------------------
     def step(self) -> None:
         if self.consumer is None:
+            if self.indexes.ready():
+                self._ensure_scorer()  # the build need not wait for Kafka
             self._connect()
             return
         with self.watchdog.calling("deliver"), self._busy("deliver"):
@@ -235,6 +247,8 @@ class Worker:
             return
         with self.watchdog.calling("poll"), self._busy("consume"):
             records = self._poll()
+            if self._broker_seen is not self.consumer and kafka_io.broker_connected(self.consumer):
+                self._broker_seen = self.consumer  # from now on, not connected means unreachable
             rewound = self.partitions.apply(self.consumer, held=self.hold is not None)
             if rewound:  # read again from the committed offset
                 records = [m for m in records if TopicPartition(m.topic, m.partition) not in rewound]
@@ -259,10 +273,12 @@ class Worker:
             with self.watchdog.calling("connect"):
                 self.prepare()
                 self.consumer = kafka_io.make_consumer(self.cfg, self.rebalance)
+            self._connected_at = self.clock()
             log.info("connected to kafka %s, group %s", self.cfg.kafka.redacted(), self.cfg.group_id)
-            self._connect_backoff = 0.5
+            self._connect_backoff, self._connect_error = 0.5, None
         except (FramewatchError, KafkaError, OSError) as e:
             self.metrics.reconnects.labels("kafka").inc()
+            self._connect_error = str(e)
             log.warning("kafka %s unreachable (%s); retrying in %.1fs", self.cfg.kafka.redacted(), e,
                         self._connect_backoff)  # fmt: skip
             self._connect_at = self.clock() + self._connect_backoff
@@ -335,24 +351,20 @@ class Worker:
         self.delivery.dead_letter(letter, (tp, bad.offset))
 
     def _ensure_scorer(self) -> bool:
+        """True once the scorer is built (on the builder's thread: worker/scorer_build.py says why)."""
         if self.scorer is not None:
             return True
         spec = self.indexes.spec
-        if spec is None or self.clock() < self._embedder_retry_at:
+        built = self.build.get_or_start(spec) if spec is not None else None
+        if built is None:
             return False
-        log.info("building embedder %s", spec.label())
-        try:
-            with self.watchdog.calling("build-embedder"):
-                embedder = self.embedder_factory(spec)
-        except IndexStoreError as e:  # e.g. the index's weights are not on this machine
-            self._embedder_error = f"cannot build embedder {spec.label()}: {e}"
-            log.error("%s; retrying in 30s", self._embedder_error)
-            self._embedder_retry_at = self.clock() + 30.0
-            return False
-        self.extractor = as_extractor(embedder, self.cfg.limits, self.decode_budget)
-        self.scorer = Scorer(self.extractor, self.routing, self.worker_id, self.cfg.window, drift=self.drift)
-        self._embedder_error = None
+        self.extractor, self.scorer = built
         return True
+
+    def _build_scorer(self, spec: EmbedderSpec) -> tuple[Extractor, Scorer]:
+        """Runs on the builder's thread."""
+        extractor = as_extractor(self.embedder_factory(spec), self.cfg.limits, self.decode_budget)
+        return extractor, Scorer(extractor, self.routing, self.worker_id, self.cfg.window, drift=self.drift)
 
     def _embed_batch(self, batch: list[PendingFrame]) -> list[Outcome]:
         """Runs on the embed stage's thread: decodes awaited, embedded, scored against the current indexes."""
@@ -375,7 +387,9 @@ class Worker:
         """Why consumption must wait: no index (or embedder) yet, outputs unacknowledged, or too many pending."""
         if not self.indexes.ready() or not self._ensure_scorer():
             missing = [n for n in self.routing.names() if n not in self.indexes.snapshot()]
-            return self._embedder_error or f"waiting for index {', '.join(missing) or 'embedder'} to load"
+            if missing:
+                return f"waiting for index {', '.join(missing)} to load"
+            return self.build.status() or "waiting for the embedder"
         failing = self.outbox.failing()
         if failing:
             return failing
@@ -439,10 +453,22 @@ class Worker:
         return True, "loop running"
 
     def _ready(self) -> tuple[bool, str]:
-        connected = kafka_io.broker_connected(self.consumer)
+        broker = self._broker_state()
         stall = self.watchdog_thread.current
-        ok = self.indexes.ready() and connected and self.scorer is not None and self.hold is None and stall is None
+        ok = (self.indexes.ready() and broker == "connected" and self.scorer is not None and self.hold is None
+              and stall is None)  # fmt: skip
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
-        detail = f"indexes: {held}; broker: {'connected' if connected else 'unreachable'}"
-        problems = [stall.detail if stall else None, *self.indexes.problems(), self._embedder_error, self.hold]
+        detail = f"indexes: {held}; broker: {broker}"
+        building = self.build.status() if self.scorer is None else None
+        problems = [stall.detail if stall else None, *self.indexes.problems(), building, self.hold]
         return ok, "; ".join([detail, *dict.fromkeys(p for p in problems if p)])
+
+    def _broker_state(self) -> str:
+        """connected | connecting (not connected yet, for at most CONNECTING_S) | unreachable (an attempt
+        failed, a connection was lost, or none came in CONNECTING_S)."""
+        if self.consumer is None:
+            return "unreachable" if self._connect_error else "connecting"
+        if kafka_io.broker_connected(self.consumer):
+            return "connected"
+        new = self._broker_seen is not self.consumer and self.clock() - self._connected_at < CONNECTING_S
+        return "connecting" if new else "unreachable"

@@ -106,6 +106,18 @@ class WorkerMetrics:
         )
         for reason in STALL_REASONS:
             self.watchdog_trips.labels(reason)
+        self.index_missing = Gauge(
+            "framewatch_index_missing", "1 while the version served is gone from Redis (flushed, evicted, deleted): "
+            "the worker scores with the copy it holds", ["index"], registry=r,
+        )  # fmt: skip
+        self.eviction_unsafe = Gauge(
+            "framewatch_redis_eviction_unsafe", "1 while Redis's maxmemory-policy could evict index keys (allkeys-*)",
+            registry=r,
+        )  # fmt: skip
+        self.frames_skipped = Counter(
+            "framewatch_frames_skipped", "Frames a start position passed over: records published before the worker "
+            "started, in a partition without a committed offset (--start-from latest)", registry=r,
+        )  # fmt: skip
         self.pending_outputs = Gauge(
             "framewatch_pending_outputs", "Score records and dead letters sent but not yet acknowledged", registry=r
         )
@@ -119,6 +131,12 @@ class WorkerMetrics:
         """The decode budget's gauges, read at scrape time."""
         self.decode_budget_bytes.set_function(lambda: float(in_use()))
         self.decode_budget_waiting.set_function(lambda: float(waiting()))
+
+    def index_state(self, names: list[str], missing: Callable[[str], bool], eviction_unsafe: Callable[[], bool]) -> None:
+        """Gauges of what Redis holds, read at scrape time."""
+        for name in names:
+            self.index_missing.labels(name).set_function(lambda name=name: 1.0 if missing(name) else 0.0)  # type: ignore[misc]
+        self.eviction_unsafe.set_function(lambda: 1.0 if eviction_unsafe() else 0.0)
 
     def known_indexes(self, names: list[str]) -> None:
         for name in names:

@@ -6,7 +6,12 @@ and ``Partitions.apply`` acts on them in the loop, right after ``poll()``:
 
 - revoked: the frames still buffered for them (batcher, records read ahead) are dropped
   (their next owner reads them from the committed offset), their open offsets and lag forgotten;
-- assigned: each is rewound to its committed offset, as a new owner would start.
+- assigned: each is rewound to its committed offset, as a new owner would start; one without a committed
+  offset starts where ``--start-from`` says (worker/start_position.py: for latest, the first frame published
+  since this worker started), and that start is committed at once, so a later owner resumes there too
+  (a partition held but never committed, then reassigned, was read from the new owner's join: what was
+  published meanwhile was skipped). Frames a start passes over are logged and counted
+  (``framewatch_frames_skipped_total``).
 
 Lag (messages behind the log end, per partition) is read every ``LAG_EVERY_S``.
 """
@@ -25,6 +30,7 @@ from worker.batcher import Batcher
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.read_ahead import ReadAhead
+from worker.start_position import OffsetLookup, Start, StartPosition
 from worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -34,10 +40,12 @@ LAG_EVERY_S = 5.0
 
 class Partitions:
     def __init__(self, rebalance: kafka_io.Rebalance, batcher: Batcher[Any], ahead: ReadAhead, tracker: OffsetTracker,
-                 watchdog: Watchdog, metrics: WorkerMetrics, start_from: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 watchdog: Watchdog, metrics: WorkerMetrics, start: StartPosition,
+                 lookup: Callable[[Any], OffsetLookup], clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        """``lookup(consumer)`` finds offsets by time (``kafka_io.Lookup``); it is closed after each use."""
         self.rebalance, self.batcher, self.ahead, self.tracker = rebalance, batcher, ahead, tracker
-        self.watchdog, self.metrics, self.start_from, self.clock = watchdog, metrics, start_from, clock
+        self.watchdog, self.metrics, self.clock = watchdog, metrics, clock
+        self.start, self.lookup = start, lookup
         self.lags: dict[TopicPartition, int] = {}
         self._last_lag = 0.0
 
@@ -77,6 +85,7 @@ class Partitions:
         self.batcher.drop(lambda f: TopicPartition(f.topic, f.partition) not in assigned)
         self.ahead.drop(assigned)
         self.tracker.forget(assigned)
+        uncommitted = []
         for tp in assigned:
             try:
                 committed = consumer.committed(tp)
@@ -86,8 +95,43 @@ class Partitions:
                 continue
             if committed is not None:
                 consumer.seek(tp, committed)
-            elif self.start_from == "earliest":
-                consumer.seek_to_beginning(tp)
+            else:
+                uncommitted.append(tp)
+        if uncommitted:
+            self._start(consumer, uncommitted)
+
+    def _start(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Start partitions without a committed offset where --start-from says, and commit that start."""
+        lookup = self.lookup(consumer)
+        try:
+            for tp in sorted(partitions):
+                try:
+                    start = self.start.find(tp, lookup)
+                    consumer.seek(tp, start.offset)
+                    kafka_io.commit(consumer, {tp: start.offset})
+                except KafkaError as e:
+                    log.warning("start of %s/%d not set (%s): asked again", tp.topic, tp.partition, e)
+                    self.rebalance.on_partitions_assigned([tp])
+                    continue
+                self._report(tp, start)
+        finally:
+            lookup.close()
+
+    def _report(self, tp: TopicPartition, start: Start) -> None:
+        where = (
+            f"partition {tp.topic}/{tp.partition} has no committed offset: it starts at offset {start.offset}"
+        )
+        if start.since_ms is None:
+            log.info("%s, its first record (--start-from earliest)", where)
+            return
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start.since_ms / 1000))
+        first = f"{where}, the first frame published since {since} (this worker's start, less {self.start.slack_s:g}s)"
+        if start.skipped:
+            self.metrics.frames_skipped.inc(start.skipped)
+            log.warning("%s; %d older frames there are skipped (--start-from latest; earliest scores them)",
+                        first, start.skipped)  # fmt: skip
+        else:
+            log.info("%s; nothing older there", first)
 
     @staticmethod
     def put_back(consumer: Any, records: list[Any]) -> None:

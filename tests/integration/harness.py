@@ -250,13 +250,17 @@ class WorkerProcess:
 
     def port(self, timeout: float = 60.0) -> int:
         """The metrics/health port the worker picked (it logs it at start)."""
-        found: list[int] = []
+        return self.address(timeout)[1]
+
+    def address(self, timeout: float = 60.0) -> tuple[str, int]:
+        """The (host, port) the worker's /metrics listens on, as it logs it at start."""
+        found: list[tuple[str, int]] = []
 
         def logged() -> bool:
             for line in list(self.lines):
-                m = re.search(r"metrics on http://[^:]+:(\d+)/metrics", line)
+                m = re.search(r"metrics on http://(.+):(\d+)/metrics", line)
                 if m:
-                    found.append(int(m.group(1)))
+                    found.append((m.group(1), int(m.group(2))))
                     return True
             return not self.alive()
 
@@ -267,8 +271,10 @@ class WorkerProcess:
 
     def get(self, path: str) -> tuple[int, str]:
         """HTTP status and body of /metrics, /healthz or /readyz."""
+        host, port = self.address()
+        host = "127.0.0.1" if host == "0.0.0.0" else "[::1]" if host == "[::]" else host
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port()}{path}", timeout=10) as resp:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
@@ -307,12 +313,13 @@ class WorkerProcess:
 
 
 def worker_process(kafka: KafkaSettings, redis_url: str, prefix: str, topics: Topics, group: str,
-                   index: str = "idx", extra: tuple[str, ...] = ()) -> WorkerProcess:  # fmt: skip
-    """Start ``framewatch work`` as a child process in consumer group ``group``."""
+                   index: str = "idx", extra: tuple[str, ...] = (), env_extra: Optional[dict[str, str]] = None,
+                   ) -> WorkerProcess:  # fmt: skip
+    """Start ``framewatch work`` as a child process in consumer group ``group`` (``extra`` flags win)."""
     env = {
         "FRAMEWATCH_TOPIC_FRAMES": topics.frames, "FRAMEWATCH_TOPIC_SCORES": topics.scores,
         "FRAMEWATCH_TOPIC_DLQ": topics.dead_letters, "FRAMEWATCH_REDIS_PREFIX": prefix,
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1", **(env_extra or {}),
     }  # fmt: skip
     cmd = [sys.executable, "-m", "framewatch.cli", "work", "--kafka", kafka.bootstrap, "--redis", redis_url,
            "--index", index, "--group", group, "--metrics-port", "0", "--max-batch", "8", "--max-wait", "0.2",

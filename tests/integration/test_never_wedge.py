@@ -323,6 +323,8 @@ def test_malformed_index_data_refused_with_reason_good_versions_still_load(
     try:
         assert h.wait_assigned(running)
         port = wait_port(running)
+        # the group is joined before the embedder is built: serving starts once both are done
+        assert h.wait_until(lambda: get(port, "/readyz")[0] == 200, 60), get(port, "/readyz")
         feeder = h.Feeder(kafka_settings, topics.frames, produced, rate=6).start()
         for what, fault, reason in faults:
             fault()
@@ -370,6 +372,9 @@ def test_health_is_served_while_no_broker_answers(redis_url, unique):
     try:
         worker.port(timeout=30)
         assert worker.get("/healthz")[0] == 200, worker.output()
+        assert worker.get("/readyz")[0] == 503
+        # "connecting" while the first attempt is under way, "unreachable" once one has failed (~10 s)
+        assert h.wait_until(lambda: "broker: unreachable" in worker.get("/readyz")[1], 40), worker.get("/readyz")
         status, body = worker.get("/readyz")
         assert status == 503 and "broker: unreachable" in body, body
         assert "framewatch_ready 0.0" in worker.get("/metrics")[1]

@@ -328,3 +328,20 @@ def wait_for(condition: Any, timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_offsets_by_time_and_log_bounds_in_kafka_pythons_shape():
+    """What worker/start_position.py asks of either client: log bounds and the broker's offsets_for_times."""
+    ck = pytest.importorskip("confluent_kafka")
+    made: list[FakeConsumer] = []
+    consumer = adapter(made)
+    fake = made[0]
+    fake.get_watermark_offsets = lambda part, timeout: (3, 40)  # type: ignore[attr-defined]
+    fake.offsets_for_times = lambda parts, timeout: [  # type: ignore[attr-defined]
+        ck.TopicPartition(p.topic, p.partition, 17 if p.partition == 0 else -1) for p in parts
+    ]
+    tp0, tp1 = TopicPartition("frames", 0), TopicPartition("frames", 1)
+    assert consumer.beginning_offsets([tp0]) == {tp0: 3} and consumer.end_offsets([tp0]) == {tp0: 40}
+    found = consumer.offsets_for_times({tp0: 1_000, tp1: 1_000})
+    assert found[tp0] is not None and found[tp0].offset == 17 and found[tp1] is None  # none that recent
+    assert consumer.connected() is None  # no statistics yet: /readyz says "connecting", not "unreachable"
