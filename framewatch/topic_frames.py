@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from wire.errors import FramewatchError
 from wire.settings import KafkaSettings
@@ -38,7 +38,7 @@ class TopicReadError(FramewatchError):
 
 
 def partition_for(source: str, partitions: int) -> int:
-    """The partition kafka-python's DefaultPartitioner (what the producer uses) sends ``source``'s frames to."""
+    """Which of ``partitions`` (by rank) kafka-python's DefaultPartitioner, the producer's, sends ``source`` to."""
     from kafka.partitioner.default import murmur2
 
     return (murmur2(source.encode()) & 0x7FFFFFFF) % partitions
@@ -114,7 +114,7 @@ class CameraPartition:
             partitions = self._consumer.partitions_for_topic(topic)
             if not partitions:
                 raise TopicReadError(f"topic {topic!r} does not exist or has no partitions")
-            self.partition = partition_for(source, len(partitions))
+            self.partition = sorted(partitions)[partition_for(source, len(partitions))]
             self.tp = TopicPartition(topic, self.partition)
             self._consumer.assign([self.tp])
             self.begin = self._consumer.beginning_offsets([self.tp])[self.tp]
@@ -131,7 +131,7 @@ class CameraPartition:
             found = self._offsets_for_time(cutoff_ms)
             if found is None:
                 return []
-            return [f for f in self._scan(found, self.end) if f.timestamp_ms >= cutoff_ms]
+            return [f for f in self._scan(found, self.end, to_end=True) if f.timestamp_ms >= cutoff_ms]
         assert period.last is not None
         return self._last(period.last)
 
@@ -146,12 +146,16 @@ class CameraPartition:
         stop, step = self.end, max(4 * n, 1000)
         while stop > self.begin and len(found) < n:
             start = max(self.begin, stop - step)
-            found = self._scan(start, stop) + found
+            found = self._scan(start, stop, to_end=stop == self.end) + found
             stop, step = start, step * 2
         return found[-n:]
 
-    def _scan(self, start: int, stop: int) -> list[Located]:
-        return [Located(m.offset, int(m.timestamp)) for m in self._messages(start, stop) if m.key == self.key]
+    def _scan(self, start: int, stop: int, to_end: bool = False) -> list[Located]:
+        return [
+            Located(m.offset, int(m.timestamp))
+            for m in self._messages(start, stop, to_end)
+            if m.key == self.key
+        ]
 
     # -- pass 2: the picked frames' bytes ------------------------------------------------
     def fetch(self, offsets: Sequence[int], on_each: Callable[[], None] = lambda: None) -> Iterator[RawFrame]:
@@ -164,8 +168,13 @@ class CameraPartition:
                 on_each()
                 yield RawFrame(m.offset, int(m.timestamp), m.key, m.value, list(m.headers or ()))
 
-    def _messages(self, start: int, stop: int) -> Iterator[object]:
-        """Every message with start <= offset < stop. :raises TopicReadError: the broker stops answering."""
+    def _messages(self, start: int, stop: int, to_end: bool = False) -> Iterator[Any]:
+        """Every message with start <= offset < stop; with ``to_end`` (``stop`` is the end offset read at the
+        start) also the rest of the last fetch: Tansu reports the end of a partition as one past the first
+        offset of its last record batch, so the batch's later records lie beyond it.
+
+        :raises TopicReadError: the broker stops answering.
+        """
         if start >= stop:
             return
         self._consumer.seek(self.tp, start)
@@ -178,7 +187,7 @@ class CameraPartition:
                 raise TopicReadError(f"{self.topic}/{self.partition}: no data for {self.poll_timeout_s:.0f}s "
                                      f"at offset {self._consumer.position(self.tp)} (reading up to {stop})")  # fmt: skip
             for m in batch:
-                if m.offset >= stop:
+                if m.offset >= stop and not to_end:
                     return
                 yield m
 
