@@ -8,7 +8,7 @@ import re
 
 from framewatch import flags
 from framewatch.topic_frames import Period
-from index_store import stream_sample
+from index_store import stream_defaults
 from wire.errors import FramewatchError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -37,7 +37,7 @@ def add_topic_flags(p: argparse.ArgumentParser, required: bool = False) -> None:
                         help="the camera's last N frames")  # fmt: skip
     p.add_argument("--every", type=flags.positive_int, default=None, metavar="K",
                    help="take every K-th frame of the period (then at most --max-frames, spread evenly)")  # fmt: skip
-    p.add_argument("--max-frames", type=flags.positive_int, default=stream_sample.DEFAULT_MAX_FRAMES,
+    p.add_argument("--max-frames", type=flags.positive_int, default=stream_defaults.MAX_FRAMES,
                    help="frames embedded at most, spread evenly over the period")  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from framewatch.topic_frames import CameraPartition, Period, RawFrame, TopicReadError, stream_origin
-from index_store import stream_sample
+from index_store import stream_defaults, stream_sample
 from wire.errors import WireError
 from wire.records import FrameRecord
 from wire.settings import KafkaSettings
@@ -64,7 +64,7 @@ def read_sample(
     period: Period,
     embedder: Any,
     every: Optional[int] = None,
-    max_frames: Optional[int] = stream_sample.DEFAULT_MAX_FRAMES,
+    max_frames: Optional[int] = stream_defaults.MAX_FRAMES,
     progress: bool = True,
 ) -> CameraSample:
     """Locate the camera's frames in ``period``, pick a sample spread over it, fetch, decode and embed it.

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from framewatch import flags, stream_flags
-from index_store import stream_sample
+from index_store import stream_defaults
 
 log = logging.getLogger("framewatch.index")
 
@@ -25,8 +25,8 @@ log = logging.getLogger("framewatch.index")
 def add_fit_flags(fit: argparse.ArgumentParser) -> None:
     stream_flags.add_topic_flags(fit)
     flags.add_connection_flags(fit, redis=False)  # --kafka, for --from-topic
-    fit.add_argument("--dedup", type=flags.non_negative, default=stream_sample.DEFAULT_DEDUP,
-                     help="--from-topic: drop a frame closer than this fraction of the camera's median pair distance "
+    fit.add_argument("--dedup", type=flags.non_negative, default=stream_defaults.DEDUP,
+                     help="--from-topic: drop a frame closer than this fraction of the camera's mean pair distance "
                           "(squared) to a frame already kept (0 keeps near-duplicates)")  # fmt: skip
     fit.add_argument("--candidate", action="store_true",
                      help="publish as a candidate: not active until `framewatch index promote NAME VERSION`")  # fmt: skip

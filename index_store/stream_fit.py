@@ -31,9 +31,9 @@ from index_store import knn, stream_sample
 from index_store.build import vector_origins
 from index_store.fitting import FitConfig, FitError, fit
 from index_store.repository import IndexMeta
+from index_store.stream_defaults import CLEAN_FRACTION as STREAM_CLEAN_FRACTION
 
-# Measured on benchmarks/stream_accuracy.py (docs/accuracy.md): see there for why.
-STREAM_CLEAN_FRACTION = 0.2
+__all__ = ["STREAM_CLEAN_FRACTION", "StreamFit", "fit_stream"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def fit_stream(
     """Dedup, clean, split and fit ``feats`` (time order, one per origin); metadata at version 0."""
     t0 = time.perf_counter()
     feats = np.ascontiguousarray(feats, dtype=np.float32)
-    unique = stream_sample.dedup(feats, dedup_factor, cfg.seed)
+    unique = stream_sample.dedup(feats, dedup_factor)
     clean = unique
     if cfg.clean_fraction:
         clean = unique[knn.clean(stream_sample.pooled(feats[unique]), cfg.clean_fraction, cfg.k)]

@@ -9,8 +9,8 @@ frames in the index and in the calibration quantile. So:
 - ``pick``: every K-th frame, or ``max_frames`` spread evenly over the period
   (by position in time order), so every part of the period is represented;
 - ``dedup``: greedy, in time order: a frame is dropped when its squared
-  distance to a frame already kept is below ``factor`` times the median squared
-  distance between random pairs of the sample (the scene's own spread, so the
+  distance to a frame already kept is below ``factor`` times the mean squared
+  distance between two frames of the sample (the scene's own spread, so the
   rule needs no per-backbone constant). A static stretch collapses to a few
   frames; frames that differ as much as normal frames usually do all stay;
 - ``holdout_rows``: every ``every``-th of the kept frames, interleaved across
@@ -25,9 +25,8 @@ from typing import Optional
 
 import numpy as np
 
-DEFAULT_DEDUP = 0.02
-DEFAULT_MAX_FRAMES = 1000
-HOLDOUT_EVERY = 5  # one frame in five calibrates the threshold
+from index_store.stream_defaults import DEDUP as DEFAULT_DEDUP
+from index_store.stream_defaults import HOLDOUT_EVERY
 
 
 def pick(n: int, every: Optional[int] = None, max_frames: Optional[int] = None) -> np.ndarray:
@@ -45,25 +44,23 @@ def pooled(feats: np.ndarray) -> np.ndarray:
     return feats.mean(axis=(1, 2)) if feats.ndim == 4 else feats
 
 
-def pair_scale(vectors: np.ndarray, seed: int = 0, pairs: int = 2000) -> float:
-    """Median squared distance between random pairs of rows: how far apart this camera's frames usually are."""
-    n = len(vectors)
-    if n < 2:
+def pair_scale(vectors: np.ndarray) -> float:
+    """Mean squared distance between two of these frames (twice the mean squared distance to their centre):
+    how far apart this camera's frames are. A mean, not a median: a static stretch is most of the pairs,
+    and a median would measure the sensor noise inside it."""
+    if len(vectors) < 2:
         return 0.0
-    rng = np.random.default_rng(seed)
-    a, b = rng.integers(0, n, pairs), rng.integers(0, n, pairs)
-    keep = a != b
-    diff = vectors[a[keep]] - vectors[b[keep]]
-    return float(np.median(np.einsum("ij,ij->i", diff, diff))) if keep.any() else 0.0
+    centred = vectors - vectors.mean(axis=0)
+    return float(2.0 * np.einsum("ij,ij->i", centred, centred).mean())
 
 
-def dedup(feats: np.ndarray, factor: float = DEFAULT_DEDUP, seed: int = 0) -> np.ndarray:
+def dedup(feats: np.ndarray, factor: float = DEFAULT_DEDUP) -> np.ndarray:
     """Rows kept (ascending) after dropping near-duplicates of earlier kept rows; ``factor`` 0 keeps all."""
     n = len(feats)
     if factor <= 0 or n < 2:
         return np.arange(n)
     vectors = np.ascontiguousarray(pooled(feats), dtype=np.float32)
-    tau = factor * pair_scale(vectors, seed)
+    tau = factor * pair_scale(vectors)
     if tau <= 0:  # every frame identical: keep one
         return np.arange(1)
     sq = np.einsum("ij,ij->i", vectors, vectors)
