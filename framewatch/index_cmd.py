@@ -163,7 +163,8 @@ def _finetune(args: argparse.Namespace, spec: Any, train: list[Path]) -> tuple[A
 def run_list(args: argparse.Namespace) -> int:
     from framewatch.admin import list_indexes, repository
 
-    rows = list_indexes(repository(flags.redis_settings(args)))
+    repo = repository(flags.redis_settings(args))
+    rows = list_indexes(repo)
     if not rows:
         print("no indexes")
         return 0
@@ -184,6 +185,9 @@ def run_list(args: argparse.Namespace) -> int:
             thr = f"{m.threshold:.4g}" if m.threshold is not None else "-"
             print(f"{row.name:<20} {active:>6} {versions:<12} {m.kind:<7} "
                   f"{m.n_vectors:>7} {m.dim:>5} {thr:>10}  {m.embedder_spec.label()}")  # fmt: skip
+    from framewatch.index_versions_cmd import print_candidates
+
+    print_candidates(repo, [row.name for row in rows if not row.problem])
     if broken:
         raise FramewatchError(f"malformed index data in Redis for {', '.join(broken)} (see the rows above)")
     return 0

@@ -42,6 +42,16 @@ def add_parsers(isub: Any) -> None:
     recal.set_defaults(func=run_recalibrate)
 
 
+def print_candidates(repo: Any, names: list[str]) -> None:
+    """One line per index with candidate versions (``index list``): what ``index promote`` can activate."""
+    for name in names:
+        waiting = repo.candidates(name)
+        if waiting:
+            print(
+                f"{name}: candidate version(s) {', '.join(map(str, waiting))} (framewatch index promote {name} VERSION)"
+            )
+
+
 def run_promote(args: argparse.Namespace) -> int:
     from framewatch.admin import repository
 

@@ -184,14 +184,18 @@ def test_candidate_leaves_the_active_version_and_promote_switches_to_it(env, kaf
     fit("--from-topic", "--source", "cam-a", "--last", "6", "--candidate")
     assert "version 2 (candidate)" in capsys.readouterr().out
 
+    listed: list[str] = []
+
     def active() -> str:
         assert main(["index", "list"]) == 0
-        row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("idx ")][0]
-        return row.split()[1]
+        listed[:] = capsys.readouterr().out.splitlines()
+        return [line for line in listed if line.startswith("idx ")][0].split()[1]
 
     assert active() == "1"
+    assert any(line.startswith("idx: candidate version(s) 2") for line in listed)
     assert main(["index", "promote", "idx", "2"]) == 0
     assert active() == "2"
+    assert not any("candidate version" in line for line in listed)
     assert main(["index", "promote", "idx", "2"]) == 2  # promoted already: no longer a candidate
     assert "not a candidate" in capsys.readouterr().err
     assert main(["index", "promote", "idx", "1"]) == 2
