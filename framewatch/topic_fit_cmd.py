@@ -93,8 +93,8 @@ def _summary(meta: Any, sample: Any, counts: dict[str, int], args: argparse.Name
         f"{meta.dim}, k={meta.k}, threshold {meta.threshold:.4g} (target FPR {meta.calibration['target_fpr']}); "
         f"from {where['topic']}/{where['partition']} offsets {where['offsets'][0]}..{where['offsets'][1]} "
         f"({sample.period.describe()}): {sample.located} frames of {sample.source!r}, {counts['embedded']} "
-        f"embedded{bad}, {counts['deduplicated']} after de-duplication, {counts['cleaned']} after cleaning "
-        f"{meta.clean_fraction:g}, {counts['train']} fitted, {counts['holdout']} calibrated"
+        f"embedded{bad}, {counts['deduplicated']} after de-duplication; {counts['train']} fitted after cleaning "
+        f"{meta.clean_fraction:g}, calibrated on {counts['holdout']} of {counts['held_out']} held out"
     )
 
 

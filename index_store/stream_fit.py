@@ -5,15 +5,18 @@ on request. A stream is contaminated (whatever happened in front of the camera
 during the period is in it) and repetitive, so here the order is:
 
 1. near-duplicates dropped (``stream_sample.dedup``);
-2. cleaned: the ``clean_fraction`` of frames with the largest leave-one-out kNN
-   distance dropped (DN2's unsupervised setting, ``knn.clean``), before the
-   split, so that anomalies leave the held-out frames as well as the training
-   frames. Calibrating on an uncleaned held-out set would put the threshold at
-   the contamination's scores: at 10 % contamination and a 1 % target the
-   quantile lands among the anomalies;
-3. split: every fifth kept frame held out (``stream_sample.holdout_rows``);
-4. fitted and calibrated on the held-out frames with ``fitting.fit`` (the
-   folder path's code), or on a ``--holdout`` folder when one is given.
+2. split: every fifth frame held out (``stream_sample.holdout_rows``),
+   interleaved, so calibration sees the same hours as training;
+3. the training frames cleaned: the ``clean_fraction`` with the largest
+   leave-one-out kNN distance dropped (DN2's unsupervised setting, ``knn.clean``);
+4. the held-out frames cleaned too, by their score against the cleaned index:
+   those past a far-out fence (log score above Q3 + 3 IQR of the held-out log
+   scores) are dropped as anomalies. Not by the same fraction: dropping the top
+   20 % of held-out scores would put the threshold near their 80th percentile,
+   a 20 % false-alarm rate whatever the target. A contaminating anomaly scores
+   several times a normal frame; a normal frame is rarely past the fence;
+5. fitted (``fitting.fit``, the folder path's code) and calibrated on the
+   cleaned held-out frames, or on a ``--holdout`` folder when one is given.
 
 Arrays in, arrays out.
 """
@@ -29,7 +32,7 @@ import numpy as np
 
 from index_store import knn, stream_sample
 from index_store.build import vector_origins
-from index_store.fitting import FitConfig, FitError, fit
+from index_store.fitting import FitConfig, FitError, build, fit, score
 from index_store.repository import IndexMeta
 from index_store.stream_defaults import CLEAN_FRACTION as STREAM_CLEAN_FRACTION
 
@@ -40,7 +43,8 @@ __all__ = ["STREAM_CLEAN_FRACTION", "StreamFit", "fit_stream"]
 class StreamFit:
     meta: IndexMeta
     index: knn.KnnIndex
-    counts: dict[str, int]  # frames at each step: embedded, deduplicated, cleaned, train, holdout
+    counts: dict[str, int]  # frames: embedded, deduplicated, held_out (split off), train (after cleaning),
+    # holdout (calibrated on: held_out less the far-out ones, or the --holdout folder)
 
 
 def fit_stream(
@@ -57,20 +61,22 @@ def fit_stream(
     t0 = time.perf_counter()
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     unique = stream_sample.dedup(feats, dedup_factor)
-    clean = unique
+    held = unique[stream_sample.holdout_rows(len(unique))] if holdout is None else np.zeros(0, dtype=int)
+    train_rows = np.setdiff1d(unique, held)
     if cfg.clean_fraction:
-        clean = unique[knn.clean(stream_sample.pooled(feats[unique]), cfg.clean_fraction, cfg.k)]
-    held = np.zeros(0, dtype=int) if holdout is not None else stream_sample.holdout_rows(len(clean))
-    train_rows = np.delete(clean, held)
+        train_rows = train_rows[knn.clean(stream_sample.pooled(feats[train_rows]), cfg.clean_fraction, cfg.k)]
     if len(train_rows) == 0:
         raise FitError(
             f"no frames left to fit on ({len(feats)} embedded, {len(unique)} after de-duplication)"
         )
-    cal_feats = holdout if holdout is not None else feats[clean[held]]
-    plain = dataclasses.replace(cfg, clean_fraction=0.0)  # cleaned above, before the split
+    plain = dataclasses.replace(cfg, clean_fraction=0.0)  # cleaned above
+    held_out = len(held)
+    if holdout is None and len(held):
+        held = held[~far_out(score(build(feats[train_rows], plain), feats[held]))]
+    cal_feats = holdout if holdout is not None else feats[held]
     index, cal, _ = fit(feats[train_rows], plain, cal_feats if len(cal_feats) else None)
-    counts = {"embedded": len(feats), "deduplicated": len(unique), "cleaned": len(clean),
-              "train": len(train_rows), "holdout": len(cal_feats)}  # fmt: skip
+    counts = {"embedded": len(feats), "deduplicated": len(unique), "train": len(train_rows),
+              "held_out": held_out, "holdout": len(cal_feats)}  # fmt: skip
     train_origins = [origins[i] for i in train_rows]
     meta = IndexMeta(
         name=name,
@@ -88,3 +94,12 @@ def fit_stream(
         frames_from={**(frames_from or {}), "counts": counts, "dedup": dedup_factor},
     )
     return StreamFit(meta, index, counts)
+
+
+def far_out(scores: np.ndarray, fence: float = 3.0) -> np.ndarray:
+    """Scores past Tukey's far-out fence on the log scale (kNN scores are skewed to the right)."""
+    if len(scores) < 4:
+        return np.zeros(len(scores), dtype=bool)
+    logs = np.log(np.maximum(scores, 1e-12))
+    q1, q3 = np.quantile(logs, [0.25, 0.75])
+    return logs > q3 + fence * (q3 - q1)

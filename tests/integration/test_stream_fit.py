@@ -132,7 +132,7 @@ def test_fit_from_topic_reads_the_cameras_frames_of_the_period_from_its_partitio
     )  # the neighbour's 10 frames are not counted
     assert where["offsets"] == [min(offsets(recent)), max(offsets(recent))]
     assert now / 1000 - 120 < where["times"][0] <= where["times"][1] < now / 1000
-    assert where["counts"]["train"] + where["counts"]["holdout"] == 8
+    assert where["counts"]["train"] + where["counts"]["held_out"] == 8
     assert meta.calibration["method"] == "holdout"  # held-out frames of the same period
     assert all(o.startswith(f"kafka://{topics.frames}/{partition}/") for o in meta.origins)
     assert used_offsets(meta) <= offsets(recent) and len(meta.origins) == where["counts"]["train"]
@@ -173,7 +173,9 @@ def test_fit_from_topic_drops_near_duplicates_cleans_and_skips_bad_frames(env, k
     counts = where["counts"]
     assert counts["embedded"] == 35
     assert counts["deduplicated"] == 21  # the 15 copies of one static frame count once
-    assert counts["cleaned"] == 21 - round(21 * 0.1)
+    assert counts["held_out"] == 4 and counts["train"] == 17 - round(
+        17 * 0.1
+    )  # one in five held out, then cleaned
     assert repo.meta("idx").clean_fraction == 0.1
 
 
