@@ -36,6 +36,7 @@ from benchmarks.stream_scenes import CameraStream, camera_stream, png  # noqa: E
 from evaluation.evaluate import roc_auc  # noqa: E402
 
 SWEEP = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+DEDUPS = (0.0, 0.1, 0.25, 0.4)
 CONTAMINATION = (0.05, 0.07, 0.10, 0.10, 0.08, 0.06)
 
 
@@ -54,7 +55,7 @@ def publish(kafka: Any, topic: str, cams: list[CameraStream], span_s: float) -> 
         ts = now - span_s * (n - i) / n
         for cam in cams:
             if i < len(cam.learn):
-                tag = "anomaly" if cam.learn_anomalous[i] else "normal"
+                tag = "anomaly" if cam.learn_anomalous[i] else "static" if cam.learn_static[i] else "normal"
                 rec = FrameRecord(frame_id=f"{cam.name}-{i}-{tag}", source=cam.name, sequence=i, capture_time=ts,
                                   image=png(cam.learn[i]), content_type="image/png")  # fmt: skip
                 key, value, headers = rec.encode()
@@ -97,6 +98,7 @@ def main() -> None:
     p.add_argument("--weights", default="pypi")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=float, default=1.0, help="opacity of the pasted anomalies (< 1: fainter)")
     p.add_argument("--kafka", default=None)
     p.add_argument("--redis", default=None)
     p.add_argument("--json", default=None)
@@ -114,6 +116,7 @@ def main() -> None:
     from index_store.embedder import Embedder, set_cpu_threads
     from index_store.fitting import FitConfig, fit
     from index_store.repository import IndexRepository
+    from index_store.stream_defaults import CLEAN_FRACTION
     from index_store.stream_fit import fit_stream
     from wire.settings import KafkaSettings
     from wire.topics import Topics
@@ -123,7 +126,7 @@ def main() -> None:
     embedder = Embedder(spec, batch_size=32)
     t0 = time.time()
     cams = [camera_stream(c, CONTAMINATION[c % len(CONTAMINATION)], n_learn=args.learn, static=args.static,
-                          seed=args.seed) for c in range(args.cameras)]  # fmt: skip
+                          seed=args.seed, alpha=args.alpha) for c in range(args.cameras)]  # fmt: skip
     print(f"generated {args.cameras} cameras in {time.time() - t0:.0f}s")
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -156,14 +159,26 @@ def main() -> None:
                 anomalies_kept = sum(1 for o, a in zip(sample.origins, truth) if a and o in used)
                 row[f"clean {frac:g}"] = {**auc_and_rates(res.index, res.meta.threshold, test, labels),
                                           "anomalies_trained": anomalies_kept}  # fmt: skip
+            for dedup in DEDUPS:
+                res = fit_stream(cam.name, sample.feats, sample.origins, spec.to_dict(),
+                                 FitConfig(clean_fraction=CLEAN_FRACTION), dedup_factor=dedup)  # fmt: skip
+                static_kept = sum(1 for o in res.meta.origins if o in static_origins(sample, cam))
+                row[f"dedup {dedup:g}"] = {**auc_and_rates(res.index, res.meta.threshold, test, labels),
+                                           "deduplicated": res.counts["deduplicated"], "static_trained": static_kept}  # fmt: skip
             clean_index, cal, _ = fit(embedder.embed(cam.clean), FitConfig())
             row["folder"] = auc_and_rates(clean_index, cal.threshold, test, labels)
             row["seconds"] = round(time.time() - t1, 1)
             rows.append(row)
             print(json.dumps(row))
     print(table(rows))
+    print(dedup_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def static_origins(sample: Any, cam: CameraStream) -> set[str]:
+    """Origins of the learning frames of the static stretch (their frame ids end in -static)."""
+    return {o for o, fid in zip(sample.origins, sample.frame_ids) if fid.endswith("-static")}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -184,3 +199,19 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 if __name__ == "__main__":
     main()
+
+
+def dedup_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| camera | "
+        + " | ".join(f"dedup {d:g}: frames kept / static trained / AUC / test FPR" for d in DEDUPS)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (len(DEDUPS) + 1)]
+    for r in rows:
+        cells = [r["camera"]]
+        for d in DEDUPS:
+            x = r[f"dedup {d:g}"]
+            cells.append(f"{x['deduplicated']} / {x['static_trained']} / {x['auc']:.3f} / {x['fpr']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

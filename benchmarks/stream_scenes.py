@@ -6,7 +6,7 @@ fixture of its own (a pole, a window, a sign) drawn at its own place. Per camera
 
 - ``learn``: the learning period, in time order: normal frames (the crate moves,
   the light varies, the camera shakes) with ``contamination`` of anomalous frames
-  (a person, a ball, a ladder or smoke pasted in) at random places, and one
+  (a person, a ball, a ladder or smoke pasted in, blended at ``alpha``) at random places, and one
   static stretch (the same frame with fresh sensor noise only, like a quiet
   night) of ``static`` frames;
 - ``test``: later normal and anomalous frames, labelled;
@@ -33,6 +33,7 @@ class CameraStream:
     name: str
     learn: list[Image.Image] = field(default_factory=list)
     learn_anomalous: list[bool] = field(default_factory=list)
+    learn_static: list[bool] = field(default_factory=list)  # in the static stretch
     test: list[Image.Image] = field(default_factory=list)
     test_anomalous: list[bool] = field(default_factory=list)
     clean: list[Image.Image] = field(default_factory=list)
@@ -59,7 +60,8 @@ def camera_background(cam: int, rng: np.random.Generator) -> Image.Image:
 
 
 def camera_stream(cam: int, contamination: float, n_learn: int = 300, static: int = 60, n_test_normal: int = 100,
-                  n_test_anomalies: int = 25, n_clean: int = 240, seed: int = 0) -> CameraStream:  # fmt: skip
+                  n_test_anomalies: int = 25, n_clean: int = 240, seed: int = 0, alpha: float = 1.0) -> CameraStream:  # fmt: skip
+    """``alpha`` < 1 blends each pasted object into the frame (a fainter anomaly, harder to tell)."""
     rng = np.random.default_rng(seed * 1000 + cam)
     bg = camera_background(cam, rng)
     out = CameraStream(f"cam-{cam}")
@@ -73,16 +75,22 @@ def camera_stream(cam: int, contamination: float, n_learn: int = 300, static: in
         else:
             frame = _normal(bg, rng)
         if anomalous[i]:
-            frame = _paste_anomaly(frame, int(rng.integers(0, 4)), rng)
+            frame = _anomalous(frame, rng, alpha)
         out.learn.append(frame)
     out.learn_anomalous = anomalous.tolist()
+    out.learn_static = [start <= i < start + static and not anomalous[i] for i in range(n_learn)]
     labels = [False] * n_test_normal + [True] * n_test_anomalies
     for j in rng.permutation(len(labels)):
         frame = _normal(bg, rng)
-        out.test.append(_paste_anomaly(frame, int(rng.integers(0, 4)), rng) if labels[j] else frame)
+        out.test.append(_anomalous(frame, rng, alpha) if labels[j] else frame)
         out.test_anomalous.append(labels[j])
     out.clean = [_normal(bg, rng) for _ in range(n_clean)]
     return out
+
+
+def _anomalous(frame: Image.Image, rng: np.random.Generator, alpha: float) -> Image.Image:
+    pasted = _paste_anomaly(frame, int(rng.integers(0, 4)), rng)
+    return pasted if alpha >= 1.0 else Image.blend(frame, pasted, alpha)
 
 
 def _noisy(img: Image.Image, rng: np.random.Generator) -> Image.Image:
