@@ -197,10 +197,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def dedup_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| camera | "
@@ -215,3 +211,7 @@ def dedup_table(rows: list[dict[str, Any]]) -> str:
             cells.append(f"{x['deduplicated']} / {x['static_trained']} / {x['auc']:.3f} / {x['fpr']:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
