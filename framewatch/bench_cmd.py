@@ -27,9 +27,7 @@ JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps",
              "batch", "frames", "raw_consume_confluent_fps", "malloc", "kafka_client")  # fmt: skip
 
 
-FAST_FACTOR = (
-    10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
-)
+FAST_FACTOR = 10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -38,11 +36,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--frames", type=int, default=None, help="frames per measurement (default 400; --short 160)"
     )
-    p.add_argument(
-        "--short",
-        action="store_true",
-        help="about a minute and a half on 2 CPU cores (2 rounds, fewer frames)",
-    )
+    p.add_argument("--short", action="store_true", help="about a minute and a half on 2 CPU cores (2 rounds, fewer frames)")
     p.add_argument(
         "--folder", default=None, help="JPEG/PNG frames from this folder instead of synthetic ones"
     )
@@ -153,10 +147,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         registry = CollectorRegistry()
         p = keep("pipeline_fps", bench.pipeline_fps(config(f"pipeline{r}"), embedder, n, registry=registry),
                  f" ({bench.where_time_went(registry)})")  # fmt: skip
-        raw = keep(
-            "raw_consume_fps",
-            bench.raw_consume_fps(replace(config(f"raw{r}"), kafka_client="kafka-python"), fast_n),
-        )
+        raw = keep("raw_consume_fps", bench.raw_consume_fps(replace(config(f"raw{r}"), kafka_client="kafka-python"), fast_n))
         confluent = bench.raw_consume_confluent_fps(config(f"raw-confluent{r}"), fast_n)
         if confluent is not None:  # None: confluent-kafka not installed
             keep("raw_consume_confluent_fps", confluent, " (confluent-kafka)")

@@ -48,10 +48,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alert": ("framewatch.alert_cmd", "deliver anomalies to a webhook, Slack or stdout"),
     "review": ("framewatch.review_cmd", "a web page to review flagged frames and mark false alarms"),
     "status": ("framewatch.status_cmd", "live workers: group, partitions, index versions, lag, readiness"),
-    "explain": (
-        "framewatch.explain_cmd",
-        "render why a frame scored as it did (anomaly map or nearest normals)",
-    ),
+    "explain": ("framewatch.explain_cmd", "render why a frame scored as it did (anomaly map or nearest normals)"),
     "bench": ("framewatch.bench_cmd", "measure one worker's throughput and latency on this machine"),
 }
 

@@ -78,9 +78,7 @@ def _paste_anomaly(img: Image.Image, kind: int, rng: np.random.Generator) -> Ima
     return img
 
 
-def build_demo_set(
-    out: Path, n_train: int, n_holdout: int, n_normal: int, n_anomalies: int, seed: int = 0
-) -> DemoSet:
+def build_demo_set(out: Path, n_train: int, n_holdout: int, n_normal: int, n_anomalies: int, seed: int = 0) -> DemoSet:
     """Write PNGs under out/{train,holdout,stream} and return their paths."""
     rng = np.random.default_rng(seed)
     bg = _background(rng)

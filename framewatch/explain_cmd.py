@@ -39,10 +39,7 @@ def run(args: argparse.Namespace) -> int:
     fetcher = FrameFetcher(kafka, cache_size=1, timeout_s=args.timeout)
     try:
         frame = fetcher.fetch(record.frame_topic, record.frame_partition, record.frame_offset)
-        out = (
-            args.out
-            or f"explain-{''.join(c if c.isalnum() or c in '-_.' else '_' for c in args.frame_id)}.png"
-        )
+        out = args.out or f"explain-{''.join(c if c.isalnum() or c in '-_.' else '_' for c in args.frame_id)}.png"  # fmt: skip
         explain_image(decode_image(frame.image), record, _origin_opener(fetcher)).save(out)
     finally:
         fetcher.close()

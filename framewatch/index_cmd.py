@@ -19,9 +19,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     isub = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
 
     fit = isub.add_parser("fit", help="embed normal images and publish a new index version")
-    fit.add_argument(
-        "images", nargs="?", help="folder of normal images (searched recursively); or --from-topic"
-    )
+    fit.add_argument("images", nargs="?", help="folder of normal images (searched recursively); or --from-topic")  # fmt: skip
     fit.add_argument("--name", required=True, help="index name (workers use it with --index)")
     fit.add_argument("--backbone", default="resnet50", help="resnet18/34/50/101/152, efficientnet_lite0/2")
     fit.add_argument("--weights", default=None,
@@ -99,9 +97,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from index_store.embedder import Embedder, set_cpu_threads
     from index_store.fitting import PATCH_DEFAULT_CLUSTERS, FitConfig
 
-    spec = spec_for(
-        args.backbone, weights, args.kind
-    )  # weights and backbone checked before Redis and embedding
+    spec = spec_for(args.backbone, weights, args.kind)  # weights and backbone checked before Redis and embedding
     if args.crop:
         spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
     train = image_paths(args.images)

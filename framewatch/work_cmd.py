@@ -124,9 +124,7 @@ def _check_routes(args: argparse.Namespace, redis_settings: Any) -> None:
     try:
         repo = repository(redis_settings)
     except ConnectionFailed as e:
-        log.warning(
-            "routes not checked at start-up (%s); a mismatched index will be refused when it loads", e
-        )
+        log.warning("routes not checked at start-up (%s); a mismatched index will be refused when it loads", e)
         return
     specs = {}
     for name in Routing.parse(args.index, args.route).names():

@@ -86,9 +86,7 @@ class Embedder:
             x = batch[start : start + self.batch_size]
             if self.device.type == "cuda":  # pinned host memory, copied while the last batch still runs
                 x = x if x.is_cuda else x.pin_memory()
-                x = x.to(self.device, dtype=self.dtype, non_blocking=True).contiguous(
-                    memory_format=torch.channels_last
-                )
+                x = x.to(self.device, dtype=self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
             else:
                 x = x.to(self.device, dtype=self.dtype)
             feats = self.model(x).float().cpu()

@@ -20,16 +20,7 @@ from index_store import anomaly_maps, knn
 from index_store.errors import IndexStoreError
 from index_store.spec import PATCH_DEFAULT_CLUSTERS
 
-__all__ = [
-    "PATCH_DEFAULT_CLUSTERS",
-    "Calibration",
-    "FitConfig",
-    "FitError",
-    "build",
-    "fit",
-    "kept_rows",
-    "score",
-]
+__all__ = ["PATCH_DEFAULT_CLUSTERS", "Calibration", "FitConfig", "FitError", "build", "fit", "kept_rows", "score"]
 
 
 @dataclass(frozen=True)
@@ -47,22 +38,10 @@ class FitConfig:
             f"{name} {rule}"
             for name, ok, rule in (
                 ("k", self.k >= 1, f"must be at least 1 (got {self.k})"),
-                (
-                    "clusters",
-                    self.clusters is None or self.clusters >= 0,
-                    f"must be 0 (exact) or more (got {self.clusters})",
-                ),
-                (
-                    "coreset",
-                    self.coreset is None or self.coreset >= 0,
-                    f"must be 0 (off) or more (got {self.coreset})",
-                ),
+                ("clusters", self.clusters is None or self.clusters >= 0, f"must be 0 (exact) or more (got {self.clusters})"),
+                ("coreset", self.coreset is None or self.coreset >= 0, f"must be 0 (off) or more (got {self.coreset})"),
                 ("clusters and coreset", not (self.clusters and self.coreset), "cannot both be given"),
-                (
-                    "clean fraction",
-                    0.0 <= self.clean_fraction < 1.0,
-                    f"must be in [0, 1) (got {self.clean_fraction})",
-                ),
+                ("clean fraction", 0.0 <= self.clean_fraction < 1.0, f"must be in [0, 1) (got {self.clean_fraction})"),
                 ("target FPR", 0.0 < self.target_fpr < 1.0, f"must be in (0, 1) (got {self.target_fpr})"),
             )
             if not ok

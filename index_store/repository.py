@@ -205,9 +205,7 @@ class IndexRepository:
         except ValueError:
             version = 0
         if version < 1:
-            raise CorruptIndex(
-                f"the active pointer of index {name!r} holds {raw[:40]!r}, not a version number"
-            )
+            raise CorruptIndex(f"the active pointer of index {name!r} holds {raw[:40]!r}, not a version number")
         return version
 
     def meta(self, name: str, version: Optional[int] = None) -> IndexMeta:
@@ -240,9 +238,7 @@ class IndexRepository:
             raise CorruptIndex(f"index {name!r} version {meta.version}: vectors fail their checksum")
         expected = meta.n_vectors * meta.dim * 4
         if len(blob) != expected:
-            raise CorruptIndex(
-                f"index {name!r} version {meta.version}: {len(blob)} bytes, expected {expected}"
-            )
+            raise CorruptIndex(f"index {name!r} version {meta.version}: {len(blob)} bytes, expected {expected}")
         vectors = np.frombuffer(blob, dtype="<f4").reshape(meta.n_vectors, meta.dim).astype(np.float32)
         check_index(meta, meta.kind, vectors)
         return meta, KnnIndex(meta.kind, meta.k, vectors)

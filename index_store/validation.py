@@ -45,9 +45,7 @@ def check_index(meta: "IndexMeta", kind: str, vectors: np.ndarray) -> None:
     if meta.clusters is not None and (not _is_int(meta.clusters) or meta.clusters < 1):
         raise CorruptIndex(f"{where}: clusters must be a positive integer, not {meta.clusters!r}")
     if vectors.ndim != 2 or vectors.shape[0] < 1:
-        raise CorruptIndex(
-            f"{where}: holds no vectors (shape {tuple(vectors.shape)}); fit it on normal images"
-        )
+        raise CorruptIndex(f"{where}: holds no vectors (shape {tuple(vectors.shape)}); fit it on normal images")
     if vectors.shape != (meta.n_vectors, meta.dim):
         raise CorruptIndex(f"{where}: vectors of shape {tuple(vectors.shape)}, metadata says "
                            f"({meta.n_vectors}, {meta.dim})")  # fmt: skip
@@ -57,9 +55,7 @@ def check_index(meta: "IndexMeta", kind: str, vectors: np.ndarray) -> None:
         raise CorruptIndex(f"{where}: threshold {meta.threshold!r} is not a finite number >= 0")
     spec = EmbedderSpec.from_dict(meta.spec)  # raises SpecMismatch for fields this version does not know
     if spec.dim != meta.dim:
-        raise CorruptIndex(
-            f"{where}: dimension {meta.dim} differs from {spec.dim} of its backbone {spec.backbone}"
-        )
+        raise CorruptIndex(f"{where}: dimension {meta.dim} differs from {spec.dim} of its backbone {spec.backbone}")
 
 
 def _is_int(value: Any) -> bool:
