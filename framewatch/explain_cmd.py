@@ -3,7 +3,8 @@
 Finds the frame's first score record on the score topic, fetches the frame
 by the Kafka coordinates the record carries, and draws the anomaly map over
 it (patch index) or puts it beside its nearest normal training frames
-(global index).
+(global index): files for a folder fit, ``kafka://TOPIC/PARTITION/OFFSET``
+frames fetched from Kafka for an index fitted ``--from-topic``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
     fetcher = FrameFetcher(kafka, cache_size=1, timeout_s=args.timeout)
     try:
         frame = fetcher.fetch(record.frame_topic, record.frame_partition, record.frame_offset)
+        out = args.out or f"explain-{''.join(c if c.isalnum() or c in '-_.' else '_' for c in args.frame_id)}.png"  # fmt: skip
+        explain_image(decode_image(frame.image), record, _origin_opener(fetcher)).save(out)
     finally:
         fetcher.close()
-    out = args.out or f"explain-{''.join(c if c.isalnum() or c in '-_.' else '_' for c in args.frame_id)}.png"
-    explain_image(decode_image(frame.image), record).save(out)
     why = (
         "anomaly map"
         if record.anomaly_map is not None
@@ -49,3 +50,24 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"{out}: frame {record.frame_id} score {record.score:.4g} (threshold {record.threshold}), {why}")
     return 0
+
+
+def _origin_opener(fetcher: Any) -> Any:
+    """Opens a nearest normal frame: fetched from Kafka for a ``kafka://`` origin (None when it is gone),
+    else read from the file path as before."""
+    from framewatch.explain_render import open_path
+    from framewatch.topic_frames import parse_stream_origin
+    from wire.errors import FramewatchError
+    from worker.decode import decode_image
+
+    def open_origin(origin: str) -> Any:
+        where = parse_stream_origin(origin)
+        if where is None:
+            return open_path(origin)
+        try:
+            frame = fetcher.fetch(*where)
+            return decode_image(frame.image, frame.content_type)
+        except FramewatchError:  # gone (retention) or unreadable: the tile says "not on this machine"
+            return None
+
+    return open_origin

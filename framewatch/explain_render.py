@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -57,7 +57,7 @@ def _tile(image: Optional[Image.Image], caption: str) -> Image.Image:
     return tile
 
 
-def _open(path: str) -> Optional[Image.Image]:
+def open_path(path: str) -> Optional[Image.Image]:
     try:
         with Image.open(Path(path)) as im:
             return im.convert("RGB")
@@ -65,17 +65,24 @@ def _open(path: str) -> Optional[Image.Image]:
         return None
 
 
-def beside_neighbors(frame: Image.Image, record: ScoreRecord, neighbors: Sequence[str]) -> Image.Image:
-    """The frame, then each nearest normal training frame (opened from its origin path when present)."""
+Opener = Callable[[str], Optional[Image.Image]]
+
+
+def beside_neighbors(
+    frame: Image.Image, record: ScoreRecord, neighbors: Sequence[str], open_origin: Opener = open_path
+) -> Image.Image:
+    """The frame, then each nearest normal training frame (opened from its origin when it can be)."""
     tiles = [_tile(frame, f"score {record.score:.4g} {record.frame_id}")]
-    tiles += [_tile(_open(origin), Path(origin).name) for origin in neighbors]
+    tiles += [
+        _tile(open_origin(origin), origin if "://" in origin else Path(origin).name) for origin in neighbors
+    ]
     sheet = Image.new("RGB", (TILE * len(tiles), TILE + 20))
     for i, t in enumerate(tiles):
         sheet.paste(t, (TILE * i, 0))
     return sheet
 
 
-def explain_image(frame: Image.Image, record: ScoreRecord) -> Image.Image:
+def explain_image(frame: Image.Image, record: ScoreRecord, open_origin: Opener = open_path) -> Image.Image:
     """Map overlay (patch index) beside the plain frame, else the frame beside its neighbours."""
     if record.anomaly_map is not None:
         plain = frame.convert("RGB")
@@ -84,4 +91,4 @@ def explain_image(frame: Image.Image, record: ScoreRecord) -> Image.Image:
         sheet.paste(plain, (0, 0))
         sheet.paste(shown, (plain.width, 0))
         return sheet
-    return beside_neighbors(frame, record, record.neighbors or [])
+    return beside_neighbors(frame, record, record.neighbors or [], open_origin)

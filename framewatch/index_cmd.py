@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     isub = index.add_subparsers(dest="index_command", required=True, metavar="SUBCOMMAND")
 
     fit = isub.add_parser("fit", help="embed normal images and publish a new index version")
-    fit.add_argument("images", help="folder of normal images (searched recursively)")
+    fit.add_argument("images", nargs="?", help="folder of normal images (searched recursively); or --from-topic")  # fmt: skip
     fit.add_argument("--name", required=True, help="index name (workers use it with --index)")
     fit.add_argument("--backbone", default="resnet50", help="resnet18/34/50/101/152, efficientnet_lite0/2")
     fit.add_argument("--weights", default=None,
@@ -32,8 +32,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     fit.add_argument("--coreset", type=flags.positive_int, default=None,
                      help="keep C vectors by greedy coreset instead of k-means")  # fmt: skip
     fit.add_argument("--k", type=flags.positive_int, default=2, help="nearest neighbours averaged per score")
-    fit.add_argument("--clean-fraction", type=flags.fraction, default=0.0,
-                     help="drop this fraction of training images with the largest kNN distance (paper: 0.5)")  # fmt: skip
+    fit.add_argument("--clean-fraction", type=flags.fraction, default=None,
+                     help="drop this fraction of training images with the largest kNN distance (paper: 0.5; "
+                          "default 0 for a folder, 0.2 from a topic: docs/accuracy.md)")  # fmt: skip
     fit.add_argument(
         "--target-fpr", type=flags.probability, default=0.01, help="false-alarm rate the threshold aims at"
     )
@@ -50,6 +51,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     flags.add_connection_flags(fit, kafka=False)
     flags.add_embed_flags(fit)
     flags.add_finetune_flags(fit)
+    from framewatch import topic_fit_cmd  # --from-topic, --candidate
+
+    topic_fit_cmd.add_fit_flags(fit)
     fit.set_defaults(func=run_fit)
 
     lst = isub.add_parser("list", help="indexes, versions, active version, size, backbone")
@@ -64,6 +68,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from framewatch import index_add_cmd  # `index add`: frames marked normal become a new version
 
     index_add_cmd.add_parser(isub)
+    from framewatch import index_versions_cmd  # `index promote`, `index recalibrate`
+
+    index_versions_cmd.add_parsers(isub)
     return index
 
 
@@ -75,6 +82,12 @@ def _check_folder(path: str, flag: str) -> None:
 def run_fit(args: argparse.Namespace) -> int:
     from index_store.spec import default_spec
 
+    if args.from_topic is not None:
+        from framewatch import topic_fit_cmd
+
+        return topic_fit_cmd.run(args)
+    if args.images is None:
+        raise FramewatchError("index fit needs a folder of normal images, or --from-topic with --source")
     _check_folder(args.images, "images folder")
     if args.holdout:
         _check_folder(args.holdout, "--holdout")
@@ -116,11 +129,11 @@ def run_fit(args: argparse.Namespace) -> int:
     clusters = args.clusters
     if args.kind == "patch" and clusters is None and args.coreset is None:
         clusters = PATCH_DEFAULT_CLUSTERS  # exact search over every training patch is slow on CPU
-    cfg = FitConfig(clusters, args.k, args.clean_fraction, args.target_fpr, args.seed, args.coreset)
+    cfg = FitConfig(clusters, args.k, args.clean_fraction or 0.0, args.target_fpr, args.seed, args.coreset)
     meta, index = fit_from_images(args.name, train, embedder, cfg, holdout)
     if tuned:
         meta = dataclasses.replace(meta, calibration={**meta.calibration, "finetune": tuned})
-    meta = repo.publish(meta, index, activate=not args.no_activate, adapted=adapted)
+    meta = repo.publish(meta, index, activate=not args.no_activate, adapted=adapted, candidate=args.candidate)
     cal = meta.calibration
     losses = tuned.get("losses", [0.0])
     tune = f", fine-tune {tuned['seconds']:.1f}s (loss {losses[0]:.4f} -> {losses[-1]:.4f})" if tuned else ""
@@ -128,7 +141,8 @@ def run_fit(args: argparse.Namespace) -> int:
         log.warning("threshold is %s: every frame that differs at all will be an anomaly; "
                     "fit on more images or give --holdout", meta.threshold)  # fmt: skip
     print(
-        f"published index {meta.name!r} version {meta.version}{'' if args.no_activate else ' (active)'}: "
+        f"published index {meta.name!r} version {meta.version}"
+        f"{' (candidate)' if args.candidate else '' if args.no_activate else ' (active)'}: "
         f"{meta.kind}, {meta.n_vectors} vectors x {meta.dim}, k={meta.k}, backbone {embedder.spec.label()}, "
         f"threshold {meta.threshold:.4g} ({cal['method']}, target FPR {cal['target_fpr']}); "
         f"embed {cal['embed_seconds']:.1f}s, fit {cal['fit_seconds']:.2f}s{tune}"
@@ -153,7 +167,8 @@ def _finetune(args: argparse.Namespace, spec: Any, train: list[Path]) -> tuple[A
 def run_list(args: argparse.Namespace) -> int:
     from framewatch.admin import list_indexes, repository
 
-    rows = list_indexes(repository(flags.redis_settings(args)))
+    repo = repository(flags.redis_settings(args))
+    rows = list_indexes(repo)
     if not rows:
         print("no indexes")
         return 0
@@ -174,6 +189,9 @@ def run_list(args: argparse.Namespace) -> int:
             thr = f"{m.threshold:.4g}" if m.threshold is not None else "-"
             print(f"{row.name:<20} {active:>6} {versions:<12} {m.kind:<7} "
                   f"{m.n_vectors:>7} {m.dim:>5} {thr:>10}  {m.embedder_spec.label()}")  # fmt: skip
+    from framewatch.index_versions_cmd import print_candidates
+
+    print_candidates(repo, [row.name for row in rows if not row.problem])
     if broken:
         raise FramewatchError(f"malformed index data in Redis for {', '.join(broken)} (see the rows above)")
     return 0

@@ -8,6 +8,7 @@
 {p}:index:{name}:v:{n}:vec:{i}   chunk i of the raw little-endian float32 vectors
 {p}:index:{name}:v:{n}:adapted:{i}  chunk i of the version's adapted (fine-tuned) weights, safetensors;
                                  their sha256 is the spec's adapted_sha256 (index_store/adapted.py)
+{p}:index:{name}:candidates      set of versions published as candidates, not yet promoted
 {p}:events                       pub/sub channel: {"name":..., "version":...} on activation
 {p}:worker:{id}:health           a worker's heartbeat (JSON, expires; worker/heartbeat.py)
 {p}:index:{name}:review          hash: frame id -> JSON answer from the review page
@@ -39,6 +40,9 @@ class Keys:
 
     def active(self, name: str) -> str:
         return f"{self.prefix}:index:{name}:active"
+
+    def candidates(self, name: str) -> str:
+        return f"{self.prefix}:index:{name}:candidates"
 
     def meta(self, name: str, version: int) -> str:
         return f"{self.prefix}:index:{name}:v:{version}:meta"

@@ -20,12 +20,17 @@ from typing import Any, Optional
 import numpy as np
 import redis
 
-from index_store.errors import CorruptIndex, PublishFailed, UnknownIndex
+from index_store.errors import CorruptIndex, IndexStoreError, PublishFailed, UnknownIndex
 from index_store.keys import Keys
 from index_store.knn import KnnIndex
 from index_store.redis_policy import require_safe_policy
 from index_store.spec import EmbedderSpec
 from index_store.validation import check_index, check_meta_types
+
+
+class NotACandidate(IndexStoreError):
+    """``promote`` names a version that was not published as a candidate (or was promoted already)."""
+
 
 CHUNK_BYTES = 64 * 1024 * 1024
 META_SCHEMA = 1
@@ -64,6 +69,9 @@ class IndexMeta:
     # vectors are laid out per grid cell; {} for a flat index. The spec's geometry fields make a worker
     # that predates positional memories refuse such a version, so this field is never ignored.
     layout: dict[str, Any] = field(default_factory=dict)
+    # Fitted from a stream (``index fit --from-topic``): topic, partition, source, offset and time
+    # range, frame counts at each step; {} for a folder fit. Its origins are kafka://TOPIC/PARTITION/OFFSET.
+    frames_from: dict[str, Any] = field(default_factory=dict)
 
     @property
     def embedder_spec(self) -> EmbedderSpec:
@@ -109,9 +117,15 @@ class IndexRepository:
 
     # -- writing -----------------------------------------------------------------
     def publish(
-        self, meta: IndexMeta, index: KnnIndex, activate: bool = True, adapted: Optional[bytes] = None
+        self,
+        meta: IndexMeta,
+        index: KnnIndex,
+        activate: bool = True,
+        adapted: Optional[bytes] = None,
+        candidate: bool = False,
     ) -> IndexMeta:
         """Store a new immutable version of ``meta.name``; optionally make it active, atomically.
+        ``candidate``: publish it inactive and list it among the name's candidates (``promote`` activates it).
 
         :raises CorruptIndex: before anything is written, for data no worker could serve (no vectors,
             non-finite values, a shape that disagrees with the metadata, an unknown kind).
@@ -124,13 +138,14 @@ class IndexRepository:
         weights = _adapted_chunks(meta, adapted)
         try:
             require_safe_policy(self.r)
-            return self._publish(meta, vectors, layout, activate, weights)
+            return self._publish(meta, vectors, layout, activate and not candidate, weights, candidate)
         except redis.RedisError as e:
             raise PublishFailed(f"index {meta.name!r} not published, the active version is unchanged: "
                                 f"Redis: {type(e).__name__}: {e}") from e
 
     def _publish(
-        self, meta: IndexMeta, vectors: np.ndarray, layout: dict[str, Any], activate: bool, weights: list[bytes]
+        self, meta: IndexMeta, vectors: np.ndarray, layout: dict[str, Any], activate: bool, weights: list[bytes],
+        candidate: bool = False,
     ) -> IndexMeta:
         adapted_bytes = sum(len(w) for w in weights)
         blob = vectors_to_bytes(vectors)
@@ -157,7 +172,9 @@ class IndexRepository:
         pipe.set(self.keys.meta(meta.name, version), meta.to_json())
         pipe.zadd(self.keys.versions(meta.name), {str(version): meta.created_at})
         pipe.sadd(self.keys.names, meta.name)
-        if activate:
+        if candidate:
+            pipe.sadd(self.keys.candidates(meta.name), version)
+        elif activate:
             pipe.set(self.keys.active(meta.name), version)
             pipe.publish(self.keys.events, _event(meta.name, version))
         pipe.execute()
@@ -172,10 +189,35 @@ class IndexRepository:
                 raise UnknownIndex(name, version)
             pipe.multi()
             pipe.set(self.keys.active(name), version)
+            pipe.srem(self.keys.candidates(name), version)  # an activated candidate is a candidate no more
+            pipe.publish(self.keys.events, _event(name, version))
+            pipe.execute()
+
+    def promote(self, name: str, version: int) -> None:
+        """Make candidate ``version`` active and no longer a candidate, in one MULTI/EXEC.
+
+        :raises UnknownIndex: no such version. :raises NotACandidate: it was not published as a candidate.
+        """
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.watch(self.keys.meta(name, version), self.keys.candidates(name))
+            if not pipe.exists(self.keys.meta(name, version)):
+                pipe.reset()
+                raise UnknownIndex(name, version)
+            if not pipe.sismember(self.keys.candidates(name), str(version)):
+                pipe.reset()
+                raise NotACandidate(f"index {name!r} version {version} is not a candidate "
+                                    f"(candidates: {self.candidates(name) or 'none'}); `index activate` switches to any version")  # fmt: skip
+            pipe.multi()
+            pipe.set(self.keys.active(name), version)
+            pipe.srem(self.keys.candidates(name), version)
             pipe.publish(self.keys.events, _event(name, version))
             pipe.execute()
 
     # -- reading -----------------------------------------------------------------
+    def candidates(self, name: str) -> list[int]:
+        """Versions published with ``candidate=True`` and not promoted yet, ascending."""
+        return sorted(int(v) for v in self.r.smembers(self.keys.candidates(name)))
+
     def active_version(self, name: str) -> Optional[int]:
         raw = self._get(self.keys.active(name))
         if raw is None:
