@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import html as htmllib
 import io
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from alerting.config import AlertConfig, IncidentConfig, NoiseConfig
 from alerting.consumer import AlertConsumer
+from alerting.incidents import IncidentTracker
 from alerting.metrics import AlertMetrics
+from alerting.noise import ALERT
 from alerting.sinks import StdoutSink
 from review.access import MARK, VIEW, AccessConfig, Credential
 from review.incidents import MAX_SAMPLE
@@ -159,3 +166,42 @@ def test_confirming_an_incident_records_the_answer_for_its_frames(site: Site, un
     finally:
         stop.set()
         alerter.join(30)
+
+
+def test_framewatch_review_reads_the_incidents_topic_its_config_file_names(
+    site: Site, unique, redis_url, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The command, not the test's wiring: topic names from --config, the alerter's own event encoding."""
+    peak = site.flag("camC-peak", png_bytes(3), source="camC")
+    tracker = IncidentTracker(IncidentConfig())
+    [opened] = tracker.observe(peak, ALERT)
+    key, value = (
+        opened.source.encode(),
+        json.dumps(opened.to_dict()).encode(),
+    )  # as IncidentTopicSink sends it
+    h.produce_messages(site.kafka, site.incidents_topic, [(key, value, [])])
+    config = tmp_path / "framewatch.toml"
+    config.write_text(f'topic_frames = "{site.topics.frames}"\ntopic_scores = "{site.topics.scores}"\n'
+                      f'topic_incidents = "{site.incidents_topic}"\nredis_prefix = "t-{unique}"\n')  # fmt: skip
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice mark {ALICE}\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEWATCH_")}
+    cmd = [sys.executable, "-m", "framewatch.cli", "--config", str(config), "review", "--port", "0", "--tokens",
+           str(tokens), "--kafka", site.kafka.bootstrap, "--redis", redis_url]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**env, "PYTHONPATH": str(root)})  # fmt: skip
+    try:
+        lines: list[str] = []
+        assert h.wait_until(
+            lambda: lines.append(proc.stdout.readline()) or "review page on" in lines[-1], 120
+        )  # type: ignore[union-attr]
+        alice = Client(lines[-1].split()[3].rstrip("/"))
+        assert alice.login(ALICE) == 303
+        assert h.wait_until(lambda: f'data-incident-id="{opened.key}"' in alice.page(), 60)
+        page = alice.page()
+        assert 'src="/frame/camC-peak"' in page and "<dt>end</dt><dd>still open</dd>" in page
+        assert alice.request("GET", "/frame/camC-peak")[1] == png_bytes(3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
