@@ -171,8 +171,8 @@ class Marker:
                          threshold=record.threshold, index_version=record.index_version)  # fmt: skip
 
     def confirm_incident(self, incident_id: str, index: str, records: Sequence[ScoreRecord], by: str) -> None:
-        """ "confirmed" for each of the incident's frames (so a recalibration leaves them out) and for the incident.
-        A frame already marked normal keeps that answer: confirming an incident does not undo a "normal"."""
+        """Store "confirmed" for each of the incident's frames (answers are per frame, as tools read them) and
+        for the incident. A frame already marked normal keeps that answer: confirming does not undo a "normal"."""
         normal = self.already_normal(index, [r.frame_id for r in records])
         for r in records:
             if r.frame_id not in normal:
