@@ -51,11 +51,13 @@ def site(kafka_settings, redis_url, redis_client, unique):  # type: ignore[no-un
     site.close()
 
 
-def run_alerter(site: Site, unique: str, stop: threading.Event) -> threading.Thread:
+def run_alerter(
+    site: Site, unique: str, stop: threading.Event, close_after_s: float = 2.0
+) -> threading.Thread:
     """``framewatch alert``'s consumer over the site's score topic, publishing incidents to the site's topic."""
     cfg = AlertConfig(kafka=site.kafka, topics=site.topics, group_id=f"alerts-{unique}", from_beginning=True,
                       alert_topics=AlertTopics(dead_letters=f"alerts-dlq-{unique}", incidents=site.incidents_topic),
-                      noise=NoiseConfig(cooldown_s=0), incidents=IncidentConfig(close_after_s=2.0))  # fmt: skip
+                      noise=NoiseConfig(cooldown_s=0), incidents=IncidentConfig(close_after_s=close_after_s))  # fmt: skip
     consumer = AlertConsumer(cfg, [StdoutSink(io.StringIO())], AlertMetrics(CollectorRegistry(), ["stdout"]))
     thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     thread.start()
@@ -141,6 +143,33 @@ def test_an_incident_is_listed_with_its_peak_and_marked_normal_once_into_one_ver
         assert "was already marked normal by alice (absorbed in version 2)" in alice.page()
         assert mark_incident(alice, "no-such-incident") == 303
         assert "is not among the incidents listed" in alice.page() and site.versions() == [1, 2]
+    finally:
+        stop.set()
+        alerter.join(30)
+
+
+def test_an_open_incident_that_grows_after_its_normal_is_not_absorbed_again(site: Site, unique) -> None:  # type: ignore[no-untyped-def]
+    site.serve(TOKENS)
+    stop = threading.Event()
+    alerter = run_alerter(site, unique, stop, close_after_s=600.0)
+    try:
+        first = [site.flag(f"camD-{i:02d}", png_bytes(i), source="camD") for i in range(10)]
+        alice = Client(site.servers[0].url)
+        assert alice.login(ALICE) == 303
+        assert h.wait_until(lambda: 'class="incident open"' in alice.page(), timeout=90)
+        iid = incident_id(alice.page())
+        assert mark_incident(alice, iid) == 303
+        assert site.versions() == [1, 2]
+        assert set(site.repo.meta("idx").feedback["frames"]) <= {r.frame_id for r in first}
+        later = [site.flag(f"camD-{i:02d}", png_bytes(i), source="camD") for i in range(10, 30)]
+        assert h.wait_until(lambda: alice.page().count("data-incident-id=") == 1, 30)
+        assert (
+            incident_id(alice.page()) == iid
+        )  # the same incident, still open, now with other frames to sample
+        assert mark_incident(alice, iid) == 303
+        assert site.versions() == [1, 2]
+        assert "was already marked normal by alice (absorbed in version 2)" in alice.page()
+        assert not set(site.answers.all("idx")) & {r.frame_id for r in later}
     finally:
         stop.set()
         alerter.join(30)
