@@ -234,3 +234,56 @@ def test_framewatch_review_reads_the_incidents_topic_its_config_file_names(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_in_a_browser_the_incident_is_styled_a_cross_site_form_cannot_mark_it_and_alice_can(
+    site: Site, unique
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_operator_loop import browser, image_width
+    from tests.integration.test_review_browser import Attacker
+
+    driver = browser()
+    url = site.serve(TOKENS).url
+    stop = threading.Event()
+    alerter = run_alerter(site, unique, stop)
+    try:
+        for i in range(12):
+            site.flag(f"camE-{i:02d}", png_bytes(i), source="camE", score=5.0 + (i == 4))
+        driver.get(f"{url}/login?token={ALICE}")
+        card = "article.incident.closed"
+        assert h.wait_until(
+            lambda: driver.get(url + "/") or bool(driver.find_elements("css selector", card)), 90
+        )
+        assert h.wait_until(lambda: image_width(driver, f"{card} img") == 64, 30)  # the peak frame
+        element = driver.find_element("css selector", card)
+        assert element.value_of_css_property("border-left-width") == "4px"  # the hashed stylesheet applies
+        assert "intrusion" in element.text and "camE" in element.text
+        iid = element.get_attribute("data-incident-id")
+        attacker = Attacker(
+            f'<html><body><form id="f" method="post" action="{url}/mark-incident">'
+            f'<input name="incident_id" value="{iid}"><input name="label" value="normal">'
+            '<input name="csrf" value="guessed"></form><script>document.getElementById("f").submit()</script>'
+            "</body></html>"
+        )
+        try:
+            # another port of the same address: the same site, so the browser sends alice's cookie along
+            driver.get(f"http://127.0.0.1:{attacker.port}/")
+            assert h.wait_until(lambda: driver.current_url.endswith("/mark-incident"), timeout=30)
+            assert (
+                "refused: the request did not come from this page"
+                in driver.find_element("tag name", "body").text
+            )
+        finally:
+            attacker.close()
+        assert site.versions() == [1]
+        driver.get(url + "/")
+        driver.find_element("css selector", f"{card} button.normal").click()
+        assert h.wait_until(lambda: site.versions() == [1, 2], timeout=120)
+        assert h.wait_until(
+            lambda: "index idx version 2 is active" in driver.find_element("css selector", ".flash").text, 30
+        )
+        assert len(site.repo.meta("idx").feedback["frames"]) == MAX_SAMPLE
+    finally:
+        driver.quit()
+        stop.set()
+        alerter.join(30)
