@@ -15,9 +15,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "review", help="web page: recent anomalies, the frames, 'normal' / 'confirmed' answers",
-        description="Serves the review page. 'normal' publishes a new index version that absorbs the frame "
-        "(and activates it); 'confirmed' is stored. Answers are kept in Redis under the index's name. "
+        "review", help="web page: incidents and recent anomalies, the frames, 'normal' / 'confirmed' answers",
+        description="Serves the review page: the incidents of `framewatch alert` (open first; from its "
+        "incidents topic), then flagged frames in no incident. 'normal' publishes a new index version that "
+        "absorbs the frame, or a sample of at most 8 of the incident's frames (and activates it); 'confirmed' "
+        "is stored. Answers are kept in Redis under the index's name. "
         "Everyone signs in: with a token (default; without --tokens a marker token is made for you and its "
         "login URL printed) or through an authenticating proxy (--auth proxy). See docs/security.md.",
     )  # fmt: skip
@@ -37,7 +39,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--viewers", default="", help="proxy mode: comma-separated users who may only view")
     p.add_argument("--trusted-proxy", default="127.0.0.1,::1",
                    help="proxy mode: addresses (CIDR) whose user header is believed (default loopback)")  # fmt: skip
-    p.add_argument("--lookback", type=int, default=1000, help="score records per partition read at start")
+    p.add_argument("--lookback", type=int, default=1000,
+                   help="score records (and incident events) per partition read at start")  # fmt: skip
     p.add_argument("--per-source", type=int, default=20, help="recent anomalies shown per source")
     p.add_argument("--device", default="cpu", help="where marked frames are embedded")
     flags.add_connection_flags(p)
@@ -46,16 +49,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def build(
-    kafka: Any, redis_settings: Any, device: str, per_source: int, frames_topic: str
+    kafka: Any, redis_settings: Any, device: str, per_source: int, frames_topic: str, scores_topic: str = ""
 ) -> tuple[Any, Any, Any]:
     """(app, feed, fetcher) wired to real services; shared by the command and the tests. Only records and
-    frames on ``frames_topic`` are shown, served or marked."""
+    frames on ``frames_topic`` are shown, served or marked. An incident's frames are looked up on
+    ``scores_topic`` (without it, an incident's answer covers its peak frame only); ``app.incidents`` is
+    fed by ``review.feed.follow_incidents``."""
     from framewatch.admin import repository
     from index_store.embedder import Embedder
     from review.answers import Answers
     from review.app import ReviewApp
     from review.feed import RecentAnomalies
-    from review.frames import FrameFetcher
+    from review.frames import FrameFetcher, scores_between
+    from review.incidents import Incidents
     from review.marking import Marker
 
     repo = repository(redis_settings)
@@ -63,7 +69,12 @@ def build(
     fetcher = FrameFetcher(kafka, only_topic=frames_topic)
     feed = RecentAnomalies(per_source, frames_topic)
     marker = Marker(repo, fetcher, lambda spec: Embedder(spec, device=device), answers)
-    return ReviewApp(feed, fetcher, marker, answers), feed, fetcher
+    find = (
+        (lambda source, start, end: scores_between(kafka, scores_topic, source, start, end))
+        if scores_topic
+        else None
+    )
+    return ReviewApp(feed, fetcher, marker, answers, Incidents(frames_topic), find), feed, fetcher
 
 
 def _names(text: str) -> frozenset[str]:
@@ -92,20 +103,28 @@ def access(args: argparse.Namespace) -> tuple[Any, str]:
 def run(args: argparse.Namespace) -> int:
     import threading
 
-    from framewatch import settings as env
     from framewatch.cli import stop_on_signals
-    from review.feed import follow
+    from review.feed import follow, follow_incidents
     from review.server import ReviewServer
     from review.web import WebConfig
 
     config, token = access(args)
-    kafka, topics = flags.kafka_settings(args), env.topics()
-    app, feed, fetcher = build(kafka, flags.redis_settings(args), args.device, args.per_source, topics.frames)
-    stop = stop_on_signals()
-    follower = threading.Thread(
-        target=follow, args=(kafka, topics.scores, feed, stop, args.lookback), daemon=True
+    kafka, topics, incidents = (
+        flags.kafka_settings(args),
+        flags.topics(args),
+        flags.alert_topics(args).incidents,
     )
-    follower.start()
+    app, feed, fetcher = build(kafka, flags.redis_settings(args), args.device, args.per_source, topics.frames,
+                               topics.scores)  # fmt: skip
+    stop = stop_on_signals()
+    followers = [
+        threading.Thread(target=follow, args=(kafka, topics.scores, feed, stop, args.lookback, app.incidents),
+                         daemon=True),
+        threading.Thread(target=follow_incidents, args=(kafka, incidents, app.incidents, stop, args.lookback),
+                         daemon=True),
+    ]  # fmt: skip
+    for follower in followers:
+        follower.start()
     server = ReviewServer(app, WebConfig(config, public_url=args.public_url), args.host, args.port).start()
     url = (args.public_url or server.url).rstrip("/")
     log.info("review page access: %s", config.describe())
@@ -120,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         server.close()
-        follower.join(5)
+        for follower in followers:
+            follower.join(5)
         fetcher.close()
     return 0

@@ -13,6 +13,8 @@
 {p}:worker:{id}:health           a worker's heartbeat (JSON, expires; worker/heartbeat.py)
 {p}:index:{name}:review          hash: frame id -> JSON answer from the review page
                                  ({"label": "normal"|"confirmed", "by", "at", ...})
+{p}:index:{name}:review:incidents  hash: incident id -> JSON answer for a whole incident ("normal": the frames
+                                 it absorbed and the version; "confirmed": the frames it covered)
 {p}:index:{name}:review:lock     held (with an expiry) while marked frames are absorbed: one absorption at a
                                  time per index, across review pages and `index add` (review/marking.py)
 """
@@ -63,6 +65,9 @@ class Keys:
 
     def review(self, name: str) -> str:
         return f"{self.prefix}:index:{name}:review"
+
+    def review_incidents(self, name: str) -> str:
+        return f"{self.prefix}:index:{name}:review:incidents"
 
     def review_lock(self, name: str) -> str:
         return f"{self.prefix}:index:{name}:review:lock"

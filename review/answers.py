@@ -1,4 +1,5 @@
-"""Reviewers' answers in Redis, under the index's name: ``{prefix}:index:{name}:review`` (hash frame id -> JSON)."""
+"""Reviewers' answers in Redis, under the index's name: ``{prefix}:index:{name}:review`` (hash frame id -> JSON),
+and answers for whole incidents in ``{prefix}:index:{name}:review:incidents`` (hash incident id -> JSON)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,29 @@ class Answers:
         self.client, self.keys, self.clock = client, keys, clock
 
     def put(self, index: str, frame_id: str, label: str, by: str, **extra: Any) -> dict[str, Any]:
+        return self._put(self.keys.review(index), frame_id, label, by, extra)
+
+    def put_incident(self, index: str, incident_id: str, label: str, by: str, **extra: Any) -> dict[str, Any]:
+        return self._put(self.keys.review_incidents(index), incident_id, label, by, extra)
+
+    def _put(self, key: str, field: str, label: str, by: str, extra: dict[str, Any]) -> dict[str, Any]:
         if label not in LABELS:
             raise ValueError(f"label must be one of {LABELS}")
         answer = {"label": label, "by": by, "at": self.clock(), **extra}
-        self.client.hset(self.keys.review(index), frame_id, json.dumps(answer, sort_keys=True))
+        self.client.hset(key, field, json.dumps(answer, sort_keys=True))
         return answer
 
     def all(self, index: str) -> dict[str, dict[str, Any]]:
+        """Frame id -> answer."""
+        return self._all(self.keys.review(index))
+
+    def incidents(self, index: str) -> dict[str, dict[str, Any]]:
+        """Incident id -> answer."""
+        return self._all(self.keys.review_incidents(index))
+
+    def _all(self, key: str) -> dict[str, dict[str, Any]]:
         out = {}
-        for fid, raw in self.client.hgetall(self.keys.review(index)).items():
+        for fid, raw in self.client.hgetall(key).items():
             try:
                 out[fid.decode()] = json.loads(raw)
             except ValueError:

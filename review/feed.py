@@ -1,7 +1,9 @@
 """The recent anomalies the review page shows: per source, newest first, one entry per frame id.
 
 ``RecentAnomalies`` is pure (records in); ``follow`` is the Kafka edge that feeds it
-from the score topic, starting ``lookback`` records before the end of each partition.
+from the score topic, and ``follow_incidents`` the one that feeds the incidents
+(review/incidents.py) from the alerter's topic, each starting ``lookback``
+records before the end of each partition.
 
 Anyone who can write the score topic can forge a record, so a record is kept only
 if its coordinates point at the configured frames topic and its fields have the
@@ -10,14 +12,16 @@ types the page renders (``refusal`` says why not); the rest are logged and skipp
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 from collections import OrderedDict
-from typing import Optional
+from typing import Callable, Optional
 
 from kafka import KafkaConsumer, TopicPartition
 
+from review.incidents import Incidents
 from wire.errors import ScoreDecodeError
 from wire.records import ScoreRecord
 from wire.settings import KafkaSettings
@@ -83,9 +87,49 @@ class RecentAnomalies:
 
 
 def follow(
-    settings: KafkaSettings, topic: str, into: RecentAnomalies, stop: threading.Event, lookback: int = 1000
+    settings: KafkaSettings,
+    topic: str,
+    into: RecentAnomalies,
+    stop: threading.Event,
+    lookback: int = 1000,
+    incidents: Optional[Incidents] = None,
 ) -> None:
-    """Feed ``into`` from ``topic`` until ``stop`` is set (no consumer group: the page is a read-only view)."""
+    """Feed ``into`` (and ``incidents``, for their peaks' maps) from the score topic until ``stop`` is set."""
+
+    def handle(value: bytes) -> None:
+        try:
+            record = ScoreRecord.decode(value)
+        except ScoreDecodeError as e:
+            log.debug("skipping an undecodable score record: %s", e)
+            return
+        into.add(record)
+        if incidents is not None and record.is_anomaly is True and not refusal(record, into.frames_topic):
+            incidents.see(record)
+
+    tail(settings, topic, handle, stop, lookback)
+
+
+def follow_incidents(
+    settings: KafkaSettings, topic: str, into: Incidents, stop: threading.Event, lookback: int = 1000
+) -> None:
+    """Feed ``into`` from the incidents topic (``framewatch alert``'s events) until ``stop`` is set."""
+
+    def handle(value: bytes) -> None:
+        try:
+            event = json.loads(value)
+        except (ValueError, TypeError):
+            log.debug("skipping an incident event that is not JSON")
+            return
+        into.add(event)
+
+    tail(settings, topic, handle, stop, lookback)
+
+
+def tail(
+    settings: KafkaSettings, topic: str, handle: Callable[[bytes], None], stop: threading.Event, lookback: int
+) -> None:
+    """Pass each message value of ``topic`` to ``handle``, from ``lookback`` records before the end of each
+    partition, until ``stop`` is set (no consumer group: the page is a read-only view)."""
     consumer = KafkaConsumer(enable_auto_commit=False, **settings.client_kwargs())
     try:
         tps: list[TopicPartition] = []
@@ -102,9 +146,7 @@ def follow(
         while not stop.is_set():
             for msgs in consumer.poll(timeout_ms=300).values():
                 for msg in msgs:
-                    try:
-                        into.add(ScoreRecord.decode(msg.value))
-                    except ScoreDecodeError as e:
-                        log.debug("skipping an undecodable score record: %s", e)
+                    if msg.value is not None:
+                        handle(msg.value)
     finally:
         consumer.close()

@@ -1,4 +1,5 @@
-"""Fetching from Kafka by coordinates: a frame by (topic, partition, offset); score records by frame id.
+"""Fetching from Kafka by coordinates: a frame by (topic, partition, offset); score records by frame id or by
+source and capture time (an incident's frames).
 
 A frame is read as bytes only: its headers are never trusted (a content-type
 header once carried CR/LF and a script into the review page's responses). Its
@@ -135,3 +136,48 @@ def find_scores(
     finally:
         consumer.close()
     return found
+
+
+def scores_between(
+    settings: KafkaSettings, topic: str, source: str, start: float, end: Optional[float],
+    timeout_s: float = 60.0, limit: int = 10_000, slack_s: float = 600.0,
+) -> list[ScoreRecord]:  # fmt: skip
+    """The anomalous score records of ``source`` captured in [start, end] (``end`` None: up to now), at most
+    ``limit``, read from ``topic`` by time: from the first record published at ``start`` - ``slack_s`` (a
+    record is published after its frame is captured) to the current end, each partition stopping once its
+    records are published ``slack_s`` after ``end``. Undecodable records are skipped.
+    """
+    found: list[ScoreRecord] = []
+    consumer = KafkaConsumer(enable_auto_commit=False, **settings.client_kwargs())
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        hits = consumer.offsets_for_times({tp: max(0, int((start - slack_s) * 1000)) for tp in tps})
+        for tp in tps:
+            hit = hits.get(tp)
+            consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+        live = {tp for tp in tps if consumer.position(tp) < ends[tp]}
+        deadline = time.monotonic() + timeout_s
+        while live and len(found) < limit and time.monotonic() < deadline:
+            for tp, msgs in consumer.poll(timeout_ms=300).items():
+                for msg in msgs:
+                    if end is not None and msg.timestamp > (end + slack_s) * 1000:
+                        live.discard(tp)
+                        break
+                    try:
+                        record = ScoreRecord.decode(msg.value)
+                    except ScoreDecodeError:
+                        continue
+                    if (record.source == source and record.is_anomaly is True and start <= record.capture_time
+                            and (end is None or record.capture_time <= end)):  # fmt: skip
+                        found.append(record)
+                if tp in live and consumer.position(tp) >= ends[tp]:
+                    live.discard(tp)
+                if tp not in live:
+                    consumer.pause(tp)
+        return found[:limit]
+    finally:
+        consumer.close()

@@ -1,6 +1,8 @@
 """A "normal" answer becomes a new index version: fetch the frame, embed it as the index does, publish.
 
-Shared by the review page and ``framewatch index add``. Marking is idempotent: a
+Shared by the review page and ``framewatch index add``. An incident's "normal"
+absorbs a sample of its frames into one version, once per incident (its answer
+is kept under the incident's id). Marking is idempotent: a
 frame whose "normal" was already absorbed into a version the active one descends
 from is not absorbed again (a double click, a replayed POST or a second reviewer
 would otherwise each publish a version). Absorptions of one index are serialised
@@ -73,23 +75,48 @@ class Marker:
     def mark(self, records: Sequence[ScoreRecord], by: str, name: Optional[str] = None) -> Marked:
         """Absorb these flagged frames into a new active version of ``name`` (default: the index that scored
         them, which must be one), except those already absorbed; store the answers under that index."""
+        index = self._one_index(records, name)
+        with self._serialised(index):
+            return self._mark(index, records, by)
+
+    def mark_incident(self, incident_id: str, records: Sequence[ScoreRecord], by: str) -> Marked:
+        """``mark`` for an incident's sampled frames, at most once: an incident already absorbed into a version
+        the active one descends from makes no new version (``already`` then holds its answer, under its id).
+        The incident's answer records the frames it absorbed and the version."""
+        index = self._one_index(records, None)
+        with self._serialised(index):
+            before = self.answers.incidents(index).get(incident_id, {})
+            if before.get("label") == "normal" and before.get("absorbed_in") in self._lineage(index):
+                return Marked(self.repo.meta(index), (), {incident_id: before})
+            done = self._mark(index, records, by)
+            versions = [a.get("absorbed_in") for a in done.already.values()]
+            version = done.meta.version if done.absorbed else max((v for v in versions if isinstance(v, int)),
+                                                                   default=done.meta.version)  # fmt: skip
+            self.answers.put_incident(index, incident_id, "normal", by, frames=[r.frame_id for r in records],
+                                      absorbed=list(done.absorbed), absorbed_in=version)  # fmt: skip
+        return done
+
+    @staticmethod
+    def _one_index(records: Sequence[ScoreRecord], name: Optional[str]) -> str:
         names = {name} if name else {r.index_name for r in records}
         if len(names) != 1:
             raise FeedbackError(f"marked frames must belong to one index, got {sorted(names)}")
-        index = names.pop()
-        with self._serialised(index):
-            already = self.already_normal(index, [r.frame_id for r in records])
-            todo = [r for r in records if r.frame_id not in already]
-            if not todo:
-                return Marked(self.repo.meta(index), (), already)
-            images = []
-            for r in todo:
-                frame = self.fetcher.fetch(r.frame_topic, r.frame_partition, r.frame_offset)
-                images.append(self.decode(index, frame.image, frame.content_type))
-            meta = self._absorb(index, images, [Mark(r.frame_id, by, r.source) for r in todo])
-            for r in todo:
-                self.answers.put(meta.name, r.frame_id, "normal", by, score=r.score, threshold=r.threshold,
-                                 index_version=r.index_version, absorbed_in=meta.version)  # fmt: skip
+        return names.pop()
+
+    def _mark(self, index: str, records: Sequence[ScoreRecord], by: str) -> Marked:
+        """``mark``, with the index's lock held."""
+        already = self.already_normal(index, [r.frame_id for r in records])
+        todo = [r for r in records if r.frame_id not in already]
+        if not todo:
+            return Marked(self.repo.meta(index), (), already)
+        images = []
+        for r in todo:
+            frame = self.fetcher.fetch(r.frame_topic, r.frame_partition, r.frame_offset)
+            images.append(self.decode(index, frame.image, frame.content_type))
+        meta = self._absorb(index, images, [Mark(r.frame_id, by, r.source) for r in todo])
+        for r in todo:
+            self.answers.put(meta.name, r.frame_id, "normal", by, score=r.score, threshold=r.threshold,
+                             index_version=r.index_version, absorbed_in=meta.version)  # fmt: skip
         return Marked(meta, tuple(r.frame_id for r in todo), already)
 
     def already_normal(self, index: str, frame_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -142,3 +169,12 @@ class Marker:
     def confirm(self, record: ScoreRecord, by: str) -> None:
         self.answers.put(record.index_name, record.frame_id, "confirmed", by, score=record.score,
                          threshold=record.threshold, index_version=record.index_version)  # fmt: skip
+
+    def confirm_incident(self, incident_id: str, index: str, records: Sequence[ScoreRecord], by: str) -> None:
+        """Store "confirmed" for each of the incident's frames (answers are per frame, as tools read them) and
+        for the incident. A frame already marked normal keeps that answer: confirming does not undo a "normal"."""
+        normal = self.already_normal(index, [r.frame_id for r in records])
+        for r in records:
+            if r.frame_id not in normal:
+                self.confirm(r, by)
+        self.answers.put_incident(index, incident_id, "confirmed", by, frames=len(records))

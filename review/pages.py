@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import time
 import urllib.parse
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+from review.incidents import ReviewIncident
 from wire.anomaly_map import decode_map
 from wire.errors import ScoreDecodeError
 from wire.records import ScoreRecord
@@ -42,10 +44,15 @@ ul.nn{margin:0 0 8px;padding-left:18px;color:#556}
 .who{font-size:13px}.login{margin:40px auto;max-width:420px;background:#fff;padding:20px;border-radius:6px}
 .login input{width:100%;box-sizing:border-box;padding:6px;margin:8px 0}
 .zone{position:absolute;border:1px dashed #eee;background:rgba(90,90,90,.45)}
+article.incident{border-left:4px solid #d9534f}article.incident.closed{border-left-color:#99a}
+.kind{display:inline-block;padding:0 6px;border-radius:3px;background:#fbe4e4;font-weight:600}
+.kind.scene-change{background:#fff1d6}.state{color:#667;margin-left:6px}.advice{color:#556;margin:0 0 8px}
 """
 MAP_MAX = 64  # widest/tallest anomaly map drawn (a forged record could ask for millions of cells)
 ALPHAS = 12  # map shades: a0 (clear) .. a12 (0.6 red)
-STYLE += "".join(f".w{i}{{width:{i}%}}.l{i}{{left:{i}%}}.t{i}{{top:{i}%}}.h{i}{{height:{i}%}}" for i in range(101))
+STYLE += "".join(
+    f".w{i}{{width:{i}%}}.l{i}{{left:{i}%}}.t{i}{{top:{i}%}}.h{i}{{height:{i}%}}" for i in range(101)
+)
 STYLE += "".join(f".a{i}{{background:rgba(255,0,0,{0.6 * i / ALPHAS:.2f})}}" for i in range(ALPHAS + 1))
 STYLE += "".join(f".c{i}{{grid-template-columns:repeat({i},1fr)}}" for i in range(1, MAP_MAX + 1))
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
@@ -87,7 +94,9 @@ def _zones(record: ScoreRecord) -> str:
         if not (isinstance(z, list) and len(z) == 4 and all(isinstance(v, (int, float)) for v in z)):
             continue
         x0, y0, x1, y1 = (min(100, max(0, round(100 * v / size[i % 2]))) for i, v in enumerate(z))
-        out.append(f'<div class="zone l{x0} t{y0} w{max(0, x1 - x0)} h{max(0, y1 - y0)}" title="ignored"></div>')
+        out.append(
+            f'<div class="zone l{x0} t{y0} w{max(0, x1 - x0)} h{max(0, y1 - y0)}" title="ignored"></div>'
+        )
     return "".join(out)
 
 
@@ -122,19 +131,55 @@ def _csrf(token: str) -> str:
     return f'<input type="hidden" name="csrf" value="{_e(token)}">'
 
 
+def _buttons(action: str, field: str, value: str, csrf: str) -> str:
+    if not csrf:
+        return ""
+    return (f'<form method="post" action="{action}" class="buttons"><input type="hidden" name="{field}" '
+            f'value="{_e(value)}">{_csrf(csrf)}<button class="normal" name="label" value="normal">normal</button>'
+            '<button class="confirmed" name="label" value="confirmed">confirmed</button></form>')  # fmt: skip
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + " UTC"
+
+
+def _incident_answer(answer: Optional[dict[str, Any]]) -> str:
+    if not answer:
+        return ""
+    label = answer.get("label", "")
+    where = f" (absorbed in version {answer['absorbed_in']})" if answer.get("absorbed_in") else ""
+    return f'<p class="answer {_e(label)}">incident marked {_e(label)} by {_e(answer.get("by", "?"))}{_e(where)}</p>'
+
+
+def incident_card(
+    inc: ReviewIncident, peak: ScoreRecord, answer: Optional[dict[str, Any]], csrf: str = ""
+) -> str:
+    """One incident: its peak frame with the map, kind, source, span, frame count, peak score; with ``csrf``
+    (the viewer may mark) "normal" / "confirmed" for the whole incident."""
+    iid, state = _e(inc.id), "open" if inc.is_open else "closed"
+    ratio = f" ({inc.peak_score / inc.threshold:.2f}x)" if inc.threshold else ""
+    end = "still open" if inc.is_open else _when(inc.end)
+    advice = ('<p class="advice">check the camera (moved, covered, out of focus, lights); if the change was '
+              "intended, refit the index on frames since the start</p>" if inc.kind == "scene-change" else "")  # fmt: skip
+    return (
+        f'<article class="incident {state}" id="incident-{iid}" data-incident-id="{iid}">'
+        f'<figure><img src="{_e(frame_url(peak))}" alt="peak frame {_e(inc.peak_frame_id)}">'
+        f"{_map_overlay(peak)}{_zones(peak)}</figure>"
+        f'<p><span class="kind {_e(inc.kind)}">{_e(inc.kind)}</span><span class="state">{state}</span></p>{advice}'
+        f"<dl><dt>source</dt><dd>{_e(inc.source)}</dd><dt>start</dt><dd>{_when(inc.start)}</dd>"
+        f"<dt>end</dt><dd>{end}</dd><dt>frames</dt><dd>{inc.count}</dd>"
+        f"<dt>peak score</dt><dd>{inc.peak_score:.4g}{ratio}</dd><dt>peak frame</dt><dd>{_e(inc.peak_frame_id)}</dd>"
+        f"<dt>index</dt><dd>{_e(inc.index)}</dd><dt>incident</dt><dd>{iid}</dd></dl>{_score_bar(peak)}"
+        f"{_incident_answer(answer)}{_buttons('/mark-incident', 'incident_id', inc.id, csrf)}</article>"
+    )
+
+
 def card(record: ScoreRecord, answer: Optional[dict[str, Any]], csrf: str = "") -> str:
     """One flagged frame; with ``csrf`` (the viewer may mark) its "normal" / "confirmed" buttons."""
     thr = f"{record.threshold:.4g}" if record.threshold is not None else "-"
     ratio = f" ({record.score / record.threshold:.2f}x)" if record.threshold else ""
     fid = _e(record.frame_id)
-    buttons = (
-        f'<form method="post" action="/mark" class="buttons"><input type="hidden" name="frame_id" value="{fid}">'
-        f"{_csrf(csrf)}"
-        '<button class="normal" name="label" value="normal">normal</button>'
-        '<button class="confirmed" name="label" value="confirmed">confirmed</button></form>'
-        if csrf
-        else ""
-    )
+    buttons = _buttons("/mark", "frame_id", record.frame_id, csrf)
     return (
         f'<article id="{fid}" data-frame-id="{fid}"><figure><img src="{_e(frame_url(record))}" alt="frame {fid}">'
         f"{_map_overlay(record)}{_zones(record)}</figure>"
@@ -150,17 +195,30 @@ def _document(body: str) -> str:
             f"<style>{STYLE}</style></head><body>{body}</body></html>")  # fmt: skip
 
 
+IncidentShown = tuple[ReviewIncident, ScoreRecord, Optional[dict[str, Any]]]  # incident, peak record, answer
+
+
 def page(by_source: dict[str, list[ScoreRecord]], answers: dict[str, dict[str, Any]], who: str, role: str,
-         csrf: str, may_mark: bool, flash: str = "", error: bool = False) -> str:  # fmt: skip
-    """The whole review page. ``answers`` maps frame id -> stored answer; ``csrf`` goes into every form."""
+         csrf: str, may_mark: bool, flash: str = "", error: bool = False,
+         incidents: Sequence[IncidentShown] = ()) -> str:  # fmt: skip
+    """The whole review page: the incidents in the order given (open first), then per source the flagged frames
+    in no incident. ``answers`` maps frame id -> stored answer; ``csrf`` goes into every form."""
     mark_csrf = csrf if may_mark else ""
-    sections = (
+    n_open = sum(1 for inc, _, _ in incidents if inc.is_open)
+    listed = (
+        f'<section class="incidents"><h2>incidents &middot; {n_open} open, {len(incidents) - n_open} recently '
+        f'closed</h2><div class="cards">{"".join(incident_card(i, p, a, mark_csrf) for i, p, a in incidents)}'
+        "</div></section>"
+        if incidents
+        else ""
+    )
+    sections = listed + (
         "".join(
             f'<section data-source="{_e(src)}"><h2>{_e(src)} &middot; {len(recs)} recent anomal{"y" if len(recs) == 1 else "ies"}</h2>'
             f'<div class="cards">{"".join(card(r, answers.get(r.frame_id), mark_csrf) for r in recs)}</div></section>'
             for src, recs in by_source.items()
         )
-        or '<p class="empty">No anomalies yet.</p>'
+        or ("" if incidents else '<p class="empty">No anomalies yet.</p>')
     )
     note = f'<p class="flash{" error" if error else ""}">{_e(flash)}</p>' if flash else ""
     signed = (f'<span class="who">signed in as <b>{_e(who)}</b> ({_e(role)})</span>'

@@ -1,8 +1,9 @@
 """The review page's HTTP layer (a WSGI app on werkzeug): who is asking, may they, and is it really them.
 
-GET  /               recent anomalies per source, with the answers so far          (view)
+GET  /               incidents (open first), then recent anomalies in no incident  (view)
 GET  /frame/ID       the frame's bytes, typed by their magic number                 (view)
 POST /mark           frame_id, label=normal|confirmed, csrf ("normal" publishes)   (mark)
+POST /mark-incident  incident_id, label, csrf ("normal": a sample, one version)    (mark)
 GET  /login?token=T  starts a session (token mode); POST /login with token= too
 POST /logout         csrf; ends the session
 GET  /healthz        ok (no login)
@@ -93,13 +94,14 @@ class ReviewWeb:
         self.cookie = "__Host-fw_session" if config.secure else "fw_session"
         self._hosts = config.trusted_hosts()
         self._routes: dict[str, Callable[[_Call], Response]] = {
-            "index": self._index, "frame": self._frame, "mark": self._mark, "login": self._login,
-            "logout": self._logout, "healthz": lambda call: _text(200, "ok"),
+            "index": self._index, "frame": self._frame, "mark": self._mark, "mark-incident": self._mark_incident,
+            "login": self._login, "logout": self._logout, "healthz": lambda call: _text(200, "ok"),
         }  # fmt: skip
         self.url_map = Map([
             Rule("/", endpoint="index", methods=["GET"]),
             Rule("/frame/<path:frame_id>", endpoint="frame", methods=["GET"]),
             Rule("/mark", endpoint="mark", methods=["POST"]),
+            Rule("/mark-incident", endpoint="mark-incident", methods=["POST"]),
             Rule("/login", endpoint="login", methods=["GET", "POST"]),
             Rule("/logout", endpoint="logout", methods=["POST"]),
             Rule("/healthz", endpoint="healthz", methods=["GET"]),
@@ -206,20 +208,29 @@ class ReviewWeb:
         return Response(frame.image, mimetype=frame.content_type)
 
     def _mark(self, call: _Call) -> Response:
+        return self._answer(call, "frame_id", self.app.mark, "")
+
+    def _mark_incident(self, call: _Call) -> Response:
+        return self._answer(call, "incident_id", self.app.mark_incident, "incident-")
+
+    def _answer(
+        self, call: _Call, field: str, answer: Callable[[str, str, Identity], str], anchor: str
+    ) -> Response:
+        """A marker's answer for the item named by form ``field``, after every check; back to the page."""
         who, form, refused = self._guard_post(call)
         if refused is not None or who is None or call.session is None:
             return refused or _text(403, "refused")
         if not who.may_mark:
             return _text(403, f"{who.name} may view this page, not mark frames")
-        frame_id = form.get("frame_id", "")
+        item = form.get(field, "")
         try:
-            msg, error = self.app.mark(frame_id, form.get("label", ""), who), False
+            msg, error = answer(item, form.get("label", ""), who), False
             log.info("%s", msg)
         except FramewatchError as e:
-            log.warning("answer for %r by %s failed: %s", frame_id[:80], who.name, e)
+            log.warning("answer for %r by %s failed: %s", item[:80], who.name, e)
             msg, error = str(e), True
         call.session.flash = (msg, error)
-        return self._see("/", frame_id)
+        return self._see("/", anchor + item)
 
     def _login(self, call: _Call) -> Response:
         if self.config.access.mode == "proxy":

@@ -15,11 +15,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Optional
 
+from framewatch.admin import ensure_named_topics
 from framewatch.review_cmd import build
 from index_store.repository import IndexRepository
 from review.access import AccessConfig
 from review.answers import Answers
-from review.feed import follow
+from review.feed import follow, follow_incidents
 from review.server import HttpLimits, ReviewServer
 from review.web import WebConfig
 from tests.integration import harness as h
@@ -90,6 +91,8 @@ class Site:
     stop: threading.Event
     follower: threading.Thread
     fetcher: object
+    incidents_topic: str = ""  # the page lists the incidents published here (by an alerter the test runs)
+    incident_follower: Optional[threading.Thread] = None
 
     def serve(self, access: AccessConfig, **web: object) -> ReviewServer:
         server = ReviewServer(self.app, WebConfig(access, **web), port=0, limits=LIMITS).start()  # type: ignore[arg-type]
@@ -97,14 +100,14 @@ class Site:
         return server
 
     def flag(self, frame_id: str, image: bytes, headers: Optional[list[tuple[str, bytes]]] = None,
-             topic: str = "", source: str = "camA") -> ScoreRecord:  # fmt: skip
+             topic: str = "", source: str = "camA", score: float = 5.0) -> ScoreRecord:  # fmt: skip
         """Produce a frame raw (any headers) and forge its score record: flagged, from index "idx" v1."""
         topic = topic or self.topics.frames
         hdrs = headers if headers is not None else [("content-type", b"image/png")]
         [(partition, offset)] = h.produce_messages(self.kafka, topic, [(source.encode(), image, hdrs)])
         now = time.time()
         record = ScoreRecord(frame_id=frame_id, source=source, sequence=0, capture_time=now, score_time=now,
-                             score=5.0, threshold=1.0, is_anomaly=True, index_name="idx", index_version=1,
+                             score=score, threshold=1.0, is_anomaly=True, index_name="idx", index_version=1,
                              backbone="resnet18", latency_s=0.1, frame_topic=topic, frame_partition=partition,
                              frame_offset=offset)  # fmt: skip
         key, value = record.encode()
@@ -119,6 +122,8 @@ class Site:
         for server in self.servers:
             server.close()
         self.follower.join(30)
+        if self.incident_follower is not None:
+            self.incident_follower.join(30)
         self.fetcher.close()  # type: ignore[attr-defined]
 
 
@@ -127,13 +132,20 @@ def start_site(kafka: KafkaSettings, redis_url: str, redis_client: object, uniqu
     prefix = f"t-{unique}"
     h.publish_index(redis_url, prefix, "idx", threshold=1.0)
     app, feed, fetcher = build(
-        kafka, RedisSettings(url=redis_url, key_prefix=prefix), "cpu", 20, topics.frames
+        kafka, RedisSettings(url=redis_url, key_prefix=prefix), "cpu", 20, topics.frames, topics.scores
     )
+    incidents = f"incidents-{unique}"
+    ensure_named_topics(kafka, [incidents], partitions=1)
     stop = threading.Event()
-    follower = threading.Thread(target=follow, args=(kafka, topics.scores, feed, stop), daemon=True)
+    follower = threading.Thread(target=follow, args=(kafka, topics.scores, feed, stop, 1000, app.incidents),
+                                daemon=True)  # fmt: skip
+    incident_follower = threading.Thread(target=follow_incidents, args=(kafka, incidents, app.incidents, stop),
+                                         daemon=True)  # fmt: skip
     follower.start()
+    incident_follower.start()
     repo = IndexRepository(redis_client, prefix)  # type: ignore[arg-type]
-    return Site(kafka, topics, repo, Answers(repo.r, repo.keys), app, [], stop, follower, fetcher)
+    return Site(kafka, topics, repo, Answers(repo.r, repo.keys), app, [], stop, follower, fetcher, incidents,
+                incident_follower)  # fmt: skip
 
 
 def shown(client: Client, frame_id: str, timeout: float = 60) -> bool:
