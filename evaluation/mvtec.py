@@ -103,13 +103,16 @@ def load(root: str | os.PathLike[str], names: Optional[Sequence[str]] = None) ->
 
 
 def mask_grid(path: Optional[Path], spec: EmbedderSpec, size: int = PIXEL_GRID) -> np.ndarray:
-    """A ground-truth mask through the embedder's resize + centre crop, at ``size`` x ``size``: bool."""
+    """A ground-truth mask over what the model sees (the whole frame in the full view, else the resize +
+    centre crop), at ``size`` x ``size``: bool."""
     from torchvision.transforms import functional as TF
 
     if path is None:
         return np.zeros((size, size), dtype=bool)
     with Image.open(path) as im:
         mask = im.convert("L")
+    if spec.is_full:
+        return np.asarray(mask.resize((size, size), Image.NEAREST)) > 127
     mask = TF.resize(mask, spec.resize, interpolation=TF.InterpolationMode.NEAREST)
     mask = TF.center_crop(mask, [spec.crop, spec.crop]).resize((size, size), Image.NEAREST)
     return np.asarray(mask) > 127
@@ -136,6 +139,8 @@ def evaluate_category(
     labels = cat.test.labels.astype(bool)
     res = ClassResult(0, cat.name, int(len(train)))
     truth = np.stack([mask_grid(m, spec) for m in cat.masks]) if test.ndim == 4 and cat.has_masks else None
+    if truth is not None and (spec.n_tiles > 1 or truth.all() or not truth.any()):
+        truth = None  # tiled maps are not one grid over the frame; a crop can leave no anomalous pixel at all
     for m in methods:
         t0 = time.perf_counter()
         index = fitting.build(train, m.config(seed), spec)
