@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
         stall_timeout_s=args.stall_timeout, stall_exit_s=args.stall_exit, kafka_client=client,
         **({"start_from": args.start_from} if args.start_from else {}),  # the default lives in WorkerConfig
+        **({"runtime": args.runtime} if args.runtime else {}), **({"precision": args.precision} if args.precision else {}),
     )  # fmt: skip
     # The worker serves /healthz, /readyz and /metrics first, then creates the topics (waiting for Kafka as
     # long as it takes: a worker started during an outage waits, it does not exit).

@@ -21,6 +21,8 @@ from index_store.registry import IMAGENET_MEAN, IMAGENET_STD, KINDS, LITE_MEAN, 
 __all__ = ["EmbedderSpec", "default_spec", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD"]
 
 PATCH_FIELDS = ("layers", "proj_dim", "proj_seed")
+# CPU inference precisions an index can be fit and served at (index_store/openvino_runtime.py; docs/benchmarks.md)
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_PATCH_DIM = 256  # patch features wider than this are randomly projected down to it
 # A patch index holds h*w vectors per training frame (784 at crop 224): exact search over them
 # costs ~15x a global index on CPU (docs/accuracy.md), so patch indexes are k-means compressed
@@ -41,6 +43,8 @@ class EmbedderSpec:
     adapted tensors are a safetensors blob with this sha256, stored with the index version in Redis
     and loaded over ``weights``. A fine-tuned global spec gives L2-normalised features (the paper
     scores the adapted features by cosine kNN).
+    ``precision``: the CPU inference precision the embeddings were made at (``fp32`` or ``bf16``); a CPU
+    worker serves the index at it. CUDA runs in half precision whatever it says (unchanged).
     ``kind="patch"``: features are the ``layers`` taps, pooled 3x3, resized to the
     first tap's grid, concatenated, and projected to ``proj_dim`` (0 = no
     projection) by a Gaussian matrix drawn from ``numpy.random.default_rng(proj_seed)``.
@@ -58,6 +62,7 @@ class EmbedderSpec:
     proj_dim: int = 0
     proj_seed: int = 0
     adapted_sha256: str = ""
+    precision: str = "fp32"
 
     @property
     def is_adapted(self) -> bool:
@@ -99,6 +104,10 @@ class EmbedderSpec:
             # omitted unless fine-tuned: a worker that predates fine-tuning still serves plain indexes
             # written by this version, and refuses fine-tuned ones (an unknown field) instead of misreading them
             del d["adapted_sha256"]
+        if (
+            self.precision == "fp32"
+        ):  # likewise: fp32 specs (and their fingerprints) read as before it existed
+            del d["precision"]
         return d
 
     @classmethod
@@ -119,6 +128,8 @@ class EmbedderSpec:
             d["mean"] = tuple(float(x) for x in d.get("mean", IMAGENET_MEAN))
             d["std"] = tuple(float(x) for x in d.get("std", IMAGENET_STD))
             d["layers"] = tuple(d.get("layers", ()))
+            if d.get("precision", "fp32") not in PRECISIONS:
+                raise ValueError(f"precision {d['precision']!r} is not one of {', '.join(PRECISIONS)}")
             return cls(**d)
         except (TypeError, ValueError) as e:
             raise SpecMismatch(f"embedder spec is malformed: {e}") from e
@@ -142,7 +153,8 @@ class EmbedderSpec:
         """Human-readable name, e.g. ``resnet50/IMAGENET1K_V2`` or ``efficientnet_lite0/pypi/patch``."""
         w = "file" if self.weights.startswith("file:") else self.weights
         adapted = f"/msc:{self.adapted_sha256[:8]}" if self.adapted_sha256 else ""
-        return f"{self.backbone}/{w}{adapted}" + ("/patch" if self.is_patch else "")
+        precision = "" if self.precision == "fp32" else f"/{self.precision}"
+        return f"{self.backbone}/{w}{adapted}" + ("/patch" if self.is_patch else "") + precision
 
 
 def default_spec(name: str, kind: str = "global") -> EmbedderSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from index_store.openvino_runtime import DEFAULT_RUNTIME
 from wire.settings import KAFKA_CLIENTS, KafkaSettings, RedisSettings
 from wire.topics import Topics
 from worker.decode import DecodeLimits
@@ -21,7 +22,8 @@ class WorkerConfig:
     max_batch: int = 32
     max_wait_s: float = 0.2
     device: str = "auto"
-    precision: str = "auto"
+    precision: str = "auto"  # CPU: the index spec's; CUDA: half (index_store/embedder.py)
+    runtime: str = DEFAULT_RUNTIME  # auto: OpenVINO on CPU when installed (index_store/openvino_runtime.py)
     window: int = 0
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     metrics_host: str = "0.0.0.0"
