@@ -116,6 +116,9 @@ class OpenVinoModel:
 
         shape = (int(x.shape[-2]), int(x.shape[-1]))
         compiled = self._compiled.get(shape) or self._compile(shape)
+        if compiled is self.module:  # conversion failed for this shape: torch runs it
+            with torch.inference_mode():
+                return self.module(x.float())
         if x.dtype != torch.float32:
             x = x.float()
         out = compiled(x.contiguous().numpy(), share_inputs=True)[0]
@@ -127,6 +130,17 @@ class OpenVinoModel:
             self._compile((height, width))
 
     def _compile(self, shape: tuple[int, int]) -> Any:
+        """The compiled model for this shape; the torch module itself if conversion fails (OpenVINO is an
+        optimisation, never a reason not to serve)."""
+        try:
+            return self._compile_or_raise(shape)
+        except Exception as e:  # noqa: BLE001 - export and conversion fail in many types
+            log.warning("openvino could not convert %s for %dx%d (%s: %s): torch runs it", self.fingerprint,
+                        *shape, type(e).__name__, e)  # fmt: skip
+            self._compiled[shape] = self.module
+            return self.module
+
+    def _compile_or_raise(self, shape: tuple[int, int]) -> Any:
         t0 = time.perf_counter()
         xml = self._ir_path(shape)
         if xml.exists():
