@@ -100,7 +100,13 @@ class OpenVinoModel:
         self.module, self.fingerprint, self.precision = module, fingerprint, precision
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.core = ov.Core()
-        self.core.set_property({"CACHE_DIR": str(self.cache_dir / "compiled")})
+        try:  # a read-only cache (a container without its volume) costs start-up time, nothing else
+            (self.cache_dir / "compiled").mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(self.cache_dir / "compiled")})
+        except OSError as e:
+            log.warning(
+                "openvino cache %s not usable (%s): models are converted at every start", self.cache_dir, e
+            )
         if precision == "bf16" and "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             log.warning("this CPU has no bf16 support: OpenVINO runs the bf16 precision in f32 (scores differ "
                         "from a bf16 fit by about 2 %%)")  # fmt: skip
@@ -188,13 +194,15 @@ class OpenVinoModel:
         """Written in a temporary folder, then renamed: workers starting together never read half a model."""
         import openvino as ov
 
-        xml.parent.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=xml.parent.parent))
+        tmp = None
         try:
+            xml.parent.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=xml.parent.parent))
             ov.save_model(model, str(tmp / xml.name), compress_to_fp16=False)
             os.rename(tmp, xml.parent)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
             if not xml.exists():  # another process got there first: theirs is as good; else say why
                 log.warning("openvino model not cached at %s: %s", xml.parent, e)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from index_store.openvino_runtime import DEFAULT_RUNTIME
+from index_store.openvino_runtime import DEFAULT_RUNTIME, RUNTIMES
 from wire.settings import KAFKA_CLIENTS, KafkaSettings, RedisSettings
 from wire.topics import Topics
 from worker.decode import DecodeLimits
@@ -59,6 +59,7 @@ class WorkerConfig:
                 ("stall_exit_s", self.stall_exit_s >= self.stall_timeout_s, "at least stall_timeout_s"),
                 ("metrics_port", 0 <= self.metrics_port < 65536, "a TCP port (0 = any free one)"),
                 ("kafka_client", self.kafka_client in KAFKA_CLIENTS, " or ".join(KAFKA_CLIENTS)),
+                ("runtime", self.runtime in RUNTIMES, " or ".join(RUNTIMES)),
             )
             if not ok
         ]

@@ -118,3 +118,13 @@ def test_the_worker_extractor_starts_without_deprecation_warnings(runtime, tmp_p
     out = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-W", "error::FutureWarning",
                           "-c", code], capture_output=True, text=True, env=env, timeout=240)  # fmt: skip
     assert out.returncode == 0 and out.stdout.strip() == "started", out.stderr[-3000:]
+
+
+def test_an_unusable_cache_costs_start_up_time_not_the_runtime(tmp_path, caplog) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache would go")
+    spec = SPECS["resnet18-random-global"]
+    x = images(2, SHAPES[1])
+    got = Embedder(spec, "cpu", runtime="openvino", cache_dir=blocked).embed_tensor(x)
+    assert relative(got, Embedder(spec, "cpu", runtime="torch").embed_tensor(x)) < FP32_RELATIVE
+    assert "not usable" in caplog.text and "torch runs it" not in caplog.text
