@@ -65,8 +65,6 @@ class Embedder:
         self.batch_size = batch_size
         self.precision = self._pick_precision(precision)
         self.runtime = openvino_runtime.choose(runtime, self.device.type)
-        if runtime == "auto" and self.precision not in openvino_runtime.OV_PRECISION:
-            self.runtime = "torch"  # fp16 on CPU: only torch offers it
         self.dtype = torch.float32 if self.runtime == "openvino" else self._pick_dtype(self.precision)
         state = adapted_weights.decode(adapted, spec.adapted_sha256) if adapted is not None else None
         model = build_backbone(spec, state)

@@ -104,10 +104,8 @@ class EmbedderSpec:
             # omitted unless fine-tuned: a worker that predates fine-tuning still serves plain indexes
             # written by this version, and refuses fine-tuned ones (an unknown field) instead of misreading them
             del d["adapted_sha256"]
-        if (
-            self.precision == "fp32"
-        ):  # likewise: fp32 specs (and their fingerprints) read as before it existed
-            del d["precision"]
+        if self.precision == "fp32":
+            del d["precision"]  # likewise: fp32 specs (and their fingerprints) read as before it existed
         return d
 
     @classmethod
