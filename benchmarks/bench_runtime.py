@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from framewatch import allocator
 from index_store.build import spec_for
 from index_store.embedder import Embedder
 
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="global,patch")
     ap.add_argument("--variants", default="torch eager,torch trace,openvino fp32,openvino bf16")
     args = ap.parse_args()
+    print(f"malloc: {allocator.tune()}")  # as `framewatch` sets it up: torch's eager allocations depend on it
     torch.set_num_threads(args.threads)
     cache = Path(tempfile.mkdtemp(prefix="bench-runtime-"))
     print(
