@@ -94,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     from worker.decode import DecodeLimits
     from worker.loop import EXIT_STALLED, Worker
 
+    if args.runtime:  # --runtime openvino where it cannot run: one clear line now, not a worker never ready
+        from index_store.embedder import pick_device
+        from index_store.openvino_runtime import choose
+
+        choose(args.runtime, pick_device(args.device).type)
     stop = stop_on_signals(hard_exit_after_s=args.drain_timeout + 15.0)
     set_cpu_threads(args.threads)
     log.info("malloc: %s", allocator.state())
