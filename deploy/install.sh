@@ -11,5 +11,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q ${FRAMEWATCH_TORCH:-torch==2.14.1 torchvision==0.29.1}
-.venv/bin/python -m pip install -q -e '.[dev,lite2,embedded]'
+.venv/bin/python -m pip install -q -e '.[dev,lite2,embedded,openvino]'
 echo "framewatch installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

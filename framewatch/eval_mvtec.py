@@ -35,7 +35,8 @@ def run_mvtec(args: argparse.Namespace) -> int:
         )
     names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
     categories = mvtec.load(args.data, names)  # fail before any model is built
-    spec = geometry_flags.apply(args, spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop))
+    spec = geometry_flags.apply(args, spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop,
+                                                      args.precision))
     methods = _methods(args)
     features.configure_threads(args.threads)
     cache = features.FeatureCache(cache_dir(args))

@@ -88,8 +88,40 @@ def add_connection_flags(p: argparse.ArgumentParser, kafka: bool = True, redis: 
 def add_embed_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     p.add_argument(
-        "--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for torch and OpenVINO (default: all cores)",
     )
+    add_runtime_flags(p)
+
+
+def add_runtime_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """``--runtime`` and ``--precision`` (CPU); ``many``: comma-separated lists (bench compares them)."""
+    from index_store.openvino_runtime import DEFAULT_RUNTIME, RUNTIMES
+    from index_store.spec import PRECISIONS
+
+    p.add_argument("--runtime", type=choices(RUNTIMES, many), default=None,
+                   help=f"{'|'.join(RUNTIMES)}{' (comma-separated)' if many else ''}: the CPU inference runtime "
+                        f"(default {DEFAULT_RUNTIME}: OpenVINO on CPU when installed, torch on CUDA)")  # fmt: skip
+    p.add_argument("--precision", type=choices(PRECISIONS, many), default=None,
+                   help=f"{'|'.join(PRECISIONS)}{' (comma-separated)' if many else ''}: CPU inference precision; "
+                        "index fit and eval record it in the index spec (default fp32); a CPU worker serves each "
+                        "index at its own, and given one refuses indexes fit at another (docs/benchmarks.md)")  # fmt: skip
+
+
+def choices(allowed: tuple[str, ...], many: bool = False) -> Callable[[str], object]:
+    """One of ``allowed`` or, ``many``, a comma-separated list of them (a tuple)."""
+
+    def parse(text: str) -> object:
+        items = tuple(t.strip() for t in text.split(",") if t.strip()) if many else (text,)
+        bad = [t for t in items if t not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(allowed)}, got {text!r}")
+        return items if many else items[0]
+
+    parse.__name__ = "choice"
+    return parse
 
 
 # -- resolving settings (flags > environment > config file) ------------------------------

@@ -105,6 +105,8 @@ def run_fit(args: argparse.Namespace) -> int:
     elif args.crop:
         spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
     spec = geometry_flags.apply(args, spec)
+    if args.precision:
+        spec = dataclasses.replace(spec, precision=args.precision)
     train = image_paths(args.images)
     if not train:
         raise FramewatchError(f"no JPEG/PNG images under {args.images}")
@@ -123,7 +125,8 @@ def run_fit(args: argparse.Namespace) -> int:
                    args.new_backbone)  # fmt: skip
     set_cpu_threads(args.threads)
     spec, adapted, tuned = _finetune(args, spec, train) if args.finetune else (spec, None, {})
-    embedder = Embedder(spec, device=args.device, batch_size=args.batch_size, adapted=adapted)
+    embedder = Embedder(spec, device=args.device, batch_size=args.batch_size, adapted=adapted,
+                        **({"runtime": args.runtime} if args.runtime else {}))  # fmt: skip
     if embedder.spec.is_random:
         log.warning("random backbone weights: scores are far weaker than with pretrained weights")
     clusters = args.clusters

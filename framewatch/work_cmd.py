@@ -109,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
     from worker.loop import EXIT_STALLED, Worker
     from worker.start_position import process_started_at
 
+    if args.runtime:  # --runtime openvino where it cannot run: one clear line now, not a worker never ready
+        from index_store.embedder import pick_device
+        from index_store.openvino_runtime import choose
+
+        choose(args.runtime, pick_device(args.device).type)
     stop = stop_on_signals(hard_exit_after_s=args.drain_timeout + 15.0)
     set_cpu_threads(args.threads)
     log.info("malloc: %s", allocator.state())
@@ -124,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         drift_sources=args.drift_sources, drift_window_s=args.drift_window,
         started_at=process_started_at(),  # "latest" means frames published since this process started
         **({"start_from": args.start_from} if args.start_from else {}),  # the default lives in WorkerConfig
+        **({"runtime": args.runtime} if args.runtime else {}), **({"precision": args.precision} if args.precision else {}),
     )  # fmt: skip
     # The worker serves /healthz, /readyz and /metrics first, then creates the topics (waiting for Kafka as
     # long as it takes: a worker started during an outage waits, it does not exit).

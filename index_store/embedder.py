@@ -9,20 +9,25 @@ tile vectors, patch grids are laid side by side, tile row by tile row. Fitting,
 evaluation and the worker all embed through this class, so a frame gets the
 same features wherever it is embedded.
 On CUDA it runs in half precision (fp16, or bf16 where supported) and
-channels-last; on CPU in float32.
+channels-last, with torch. On CPU at the spec's precision (fp32 unless the
+index was fit at bf16), with OpenVINO when it is installed (``runtime="auto"``;
+index_store/openvino_runtime.py), else with torch, eagerly.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from index_store import adapted as adapted_weights
+from index_store import openvino_runtime
 from index_store.backbones import build_backbone
+from index_store.errors import SpecMismatch
 from index_store.preprocess import full_size, to_tensors
 from index_store.spec import EmbedderSpec
 
@@ -51,28 +56,59 @@ class Embedder:
         precision: str = "auto",
         batch_size: int = 32,
         adapted: Optional[bytes] = None,
+        runtime: str = openvino_runtime.DEFAULT_RUNTIME,
+        cache_dir: Optional[Path] = None,
     ) -> None:
-        """``adapted``: the safetensors blob of a fine-tuned spec, checked against ``spec.adapted_sha256``."""
+        """``adapted``: the safetensors blob of a fine-tuned spec, checked against ``spec.adapted_sha256``.
+        ``precision``: ``auto`` = the spec's on CPU, half on CUDA; a CPU precision other than the spec's
+        is refused (SpecMismatch: scores move, docs/benchmarks.md). ``runtime``: auto, torch or openvino
+        (openvino_runtime.choose); ``cache_dir``: where OpenVINO keeps converted models."""
         self.spec = spec
         self.device = pick_device(device)
         self.batch_size = batch_size
-        self.dtype = self._pick_dtype(precision)
+        self.precision = self._pick_precision(precision)
+        self.runtime = openvino_runtime.choose(runtime, self.device.type)
+        self.dtype = torch.float32 if self.runtime == "openvino" else self._pick_dtype(self.precision)
         state = adapted_weights.decode(adapted, spec.adapted_sha256) if adapted is not None else None
         model = build_backbone(spec, state)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device, dtype=self.dtype)
+        self.forward: Callable[[torch.Tensor], Any] = self.model
+        if self.runtime == "openvino":
+            self.forward = openvino_runtime.OpenVinoModel(
+                self.model, spec.fingerprint(), self.precision, torch.get_num_threads(), cache_dir
+            )
 
     @property
     def dim(self) -> int:
         return self.spec.dim
 
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(H, W) of the preprocessed images this embedder is fed (one geometry: index_store/geometry.py)."""
+        return self.spec.model_shape
+
+    def _pick_precision(self, precision: str) -> str:
+        if precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise SpecMismatch(f"precision {precision!r} is not offered (auto, fp32, fp16, bf16)")
+        if precision == "auto":
+            return self.spec.precision if self.device.type == "cpu" else "auto"
+        if self.device.type == "cpu" and precision != self.spec.precision:
+            # an fp32 index scored at bf16: scores moved by a median 10 % (max 58 %), 4 of 80 demo-scene frames
+            # changed side of the threshold (benchmarks/precision_scores.py); refit at the precision instead
+            raise SpecMismatch(f"{self.spec.label()} was fit at {self.spec.precision}: it is not served at "
+                               f"{precision} (scores move by ~10 %); refit it with --precision {precision}")  # fmt: skip
+        return precision
+
     def _pick_dtype(self, precision: str) -> torch.dtype:
         if precision == "auto":
-            if self.device.type != "cuda":
-                return torch.float32
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+    def warm(self) -> None:
+        """Run one batch of the input shape, so the first frames do not wait for compilation."""
+        self.embed_tensor(torch.zeros(2 * self.spec.n_tiles, 3, *self.input_shape))
 
     def _empty(self) -> np.ndarray:
         return np.zeros((0, 0, 0, self.dim) if self.spec.is_patch else (0, self.dim), dtype=np.float32)
@@ -109,7 +145,7 @@ class Embedder:
                 x = x.to(self.device, dtype=self.dtype, non_blocking=True).contiguous(memory_format=torch.channels_last)
             else:
                 x = x.to(self.device, dtype=self.dtype)
-            feats = self.model(x).float().cpu()
+            feats = self.forward(x).float().cpu()
             out.append(feats.permute(0, 2, 3, 1) if self.spec.is_patch else feats)
         if not out:
             return self._empty()

@@ -39,6 +39,9 @@ class PatchFeatures(nn.Module):
         self.trunk = trunk
         self.layers = tuple(layers)
         self._maps: dict[str, torch.Tensor] = {}
+        # False while exporting (index_store/openvino_runtime.py): torch.export cannot follow the exception;
+        # the exported graph keeps only what the taps need, so the deeper stages still cost nothing there
+        self.stop_early = True
         modules = dict(trunk.named_modules())
         for name in self.layers:
             if name not in modules:
@@ -53,7 +56,7 @@ class PatchFeatures(nn.Module):
     def _hook(self, name: str):  # type: ignore[no-untyped-def]
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
             self._maps[name] = output
-            if len(self._maps) == len(self.layers):
+            if self.stop_early and len(self._maps) == len(self.layers):
                 raise _TapsDone
 
         return hook

@@ -38,6 +38,8 @@ GEOMETRY_DEFAULTS: dict[str, Any] = {
 # Scoring-time fields of a patch index: they change which cells are compared with which, not the features,
 # so two patch specs that differ only here embed identically (one worker serves both).
 PATCH_SCORING_FIELDS = ("position_radius",)
+# CPU inference precisions an index can be fit and served at (index_store/openvino_runtime.py; docs/benchmarks.md)
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_PATCH_DIM = 256  # patch features wider than this are randomly projected down to it
 # A patch index holds h*w vectors per training frame (784 at crop 224): exact search over them
 # costs ~15x a global index on CPU (docs/accuracy.md), so patch indexes are k-means compressed
@@ -58,6 +60,8 @@ class EmbedderSpec:
     adapted tensors are a safetensors blob with this sha256, stored with the index version in Redis
     and loaded over ``weights``. A fine-tuned global spec gives L2-normalised features (the paper
     scores the adapted features by cosine kNN).
+    ``precision``: the CPU inference precision the embeddings were made at (``fp32`` or ``bf16``); a CPU
+    worker serves the index at it. CUDA runs in half precision whatever it says (unchanged).
     ``kind="patch"``: features are the ``layers`` taps, pooled 3x3, resized to the
     first tap's grid, concatenated, and projected to ``proj_dim`` (0 = no
     projection) by a Gaussian matrix drawn from ``numpy.random.default_rng(proj_seed)``.
@@ -82,6 +86,7 @@ class EmbedderSpec:
     tile_overlap: float = 0.0
     zones: tuple[tuple[float, float, float, float], ...] = ()
     position_radius: int = -1
+    precision: str = "fp32"
 
     @property
     def is_full(self) -> bool:
@@ -198,6 +203,8 @@ class EmbedderSpec:
             # omitted unless fine-tuned: a worker that predates fine-tuning still serves plain indexes
             # written by this version, and refuses fine-tuned ones (an unknown field) instead of misreading them
             del d["adapted_sha256"]
+        if self.precision == "fp32":
+            del d["precision"]  # likewise: fp32 specs (and their fingerprints) read as before it existed
         return d
 
     @classmethod
@@ -221,6 +228,8 @@ class EmbedderSpec:
             d["input_shape"] = tuple(int(x) for x in d.get("input_shape", ()))
             d["tiles"] = tuple(int(x) for x in d.get("tiles", (1, 1)))
             d["zones"] = tuple(tuple(float(v) for v in z) for z in d.get("zones", ()))
+            if d.get("precision", "fp32") not in PRECISIONS:
+                raise ValueError(f"precision {d['precision']!r} is not one of {', '.join(PRECISIONS)}")
             spec = cls(**d)
             spec.check_geometry()
             return spec
@@ -249,7 +258,8 @@ class EmbedderSpec:
         """Human-readable name, e.g. ``resnet50/IMAGENET1K_V2`` or ``efficientnet_lite0/pypi/patch``."""
         w = "file" if self.weights.startswith("file:") else self.weights
         adapted = f"/msc:{self.adapted_sha256[:8]}" if self.adapted_sha256 else ""
-        return f"{self.backbone}/{w}{adapted}" + ("/patch" if self.is_patch else "")
+        precision = "" if self.precision == "fp32" else f"/{self.precision}"
+        return f"{self.backbone}/{w}{adapted}" + ("/patch" if self.is_patch else "") + precision
 
     def geometry_label(self) -> str:
         """E.g. ``full 224x384``, ``full 224x224 tiles 2x2``, ``center 224``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from index_store.openvino_runtime import DEFAULT_RUNTIME, RUNTIMES
 from wire.settings import KAFKA_CLIENTS, KafkaSettings, RedisSettings
 from wire.topics import Topics
 from worker.decode import DecodeLimits
@@ -21,7 +22,8 @@ class WorkerConfig:
     max_batch: int = 32
     max_wait_s: float = 0.2
     device: str = "auto"
-    precision: str = "auto"
+    precision: str = "auto"  # CPU: the index spec's; CUDA: half (index_store/embedder.py)
+    runtime: str = DEFAULT_RUNTIME  # auto: OpenVINO on CPU when installed (index_store/openvino_runtime.py)
     window: int = 0
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     # Memory all frames being decoded at once may hold (worker/decode_budget.py): two of the largest frames
@@ -75,6 +77,7 @@ class WorkerConfig:
                 ("kafka_client", self.kafka_client in KAFKA_CLIENTS, " or ".join(KAFKA_CLIENTS)),
                 ("drift_sources", self.drift_sources >= 0, "0 or more"),
                 ("drift_window_s", self.drift_window_s > 0, "positive"),
+                ("runtime", self.runtime in RUNTIMES, " or ".join(RUNTIMES)),
             )
             if not ok
         ]

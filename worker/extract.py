@@ -53,21 +53,17 @@ class JpegBytes:
 
 class ImageExtractor:
     def __init__(
-        self,
-        embedder: Any,
-        limits: Optional[DecodeLimits] = None,
-        trace: bool = True,
-        budget: Optional[DecodeBudget] = None,
+        self, embedder: Any, limits: Optional[DecodeLimits] = None, budget: Optional[DecodeBudget] = None
     ) -> None:
-        """``trace``: on CPU, run the model as a frozen TorchScript trace (see ``_trace``). ``budget``: the
-        memory all decodes share (worker/decode_budget.py); each frame holds its cost until preprocessed."""
+        """``budget``: the memory all decodes share (worker/decode_budget.py); each frame holds its cost
+        until preprocessed."""
         self.embedder = embedder
         self.limits = limits or DecodeLimits()
         self.budget = budget or DecodeBudget(max(self.limits.max_decode_bytes, 1))
         self.spec = embedder.spec
         self.on_device = getattr(embedder, "device", None) is not None and embedder.device.type == "cuda"
-        if trace and not self.on_device and hasattr(embedder, "model"):
-            _trace(embedder)
+        if not self.on_device and hasattr(embedder, "warm"):
+            embedder.warm()  # OpenVINO compiles for the input shape now, not on the first frames
 
     def prepare(self, record: FrameRecord) -> Prepared:
         if self.on_device and _is_jpeg(record.image):
@@ -145,31 +141,6 @@ def as_extractor(made: Any, limits: DecodeLimits, budget: Optional[DecodeBudget]
     if hasattr(made, "preprocess") and hasattr(made, "embed_tensor") and hasattr(made, "spec"):
         return ImageExtractor(made, limits, budget=budget)
     return PilExtractor(made, limits, budget)
-
-
-def _trace(embedder: Any) -> None:
-    """Replace the embedder's eager model by a frozen TorchScript trace of it (same outputs).
-
-    The eager model dispatches each of its ~150 ops from Python, taking the GIL
-    back every time; with the loop, the decode pool and the Kafka client's
-    threads in the same process, each of those waits costs up to the
-    interpreter's switch interval. The trace runs the whole forward in C++.
-    A model that cannot be traced keeps running eagerly.
-    """
-    import torch
-
-    if isinstance(embedder.model, torch.jit.ScriptModule):
-        return
-    # The spec's one input shape (a worker serves one geometry): patch_features.py branches on shape,
-    # so a trace is only valid for the shape it was made with.
-    example = torch.zeros(2, 3, *embedder.spec.model_shape, dtype=embedder.dtype)
-    try:
-        with torch.inference_mode():
-            embedder.model = torch.jit.freeze(
-                torch.jit.trace(embedder.model.eval(), example.to(embedder.device))
-            )
-    except Exception as e:  # noqa: BLE001 - tracing is an optimisation, never a reason not to serve
-        log.warning("model not traced (%s: %s): running it eagerly", type(e).__name__, e)
 
 
 def _is_jpeg(data: bytes) -> bool:

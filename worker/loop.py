@@ -100,8 +100,9 @@ class Worker:
         self.prepare, self.on_give_up = prepare, on_give_up
         self.embedder_factory = embedder_factory or (
             lambda spec: Embedder(
-                spec, str(self.device), cfg.precision, batch_size=cfg.max_batch, adapted=self.indexes.adapted
-            )
+                spec, str(self.device), cfg.precision, batch_size=cfg.max_batch, adapted=self.indexes.adapted,
+                runtime=cfg.runtime,
+            )  # fmt: skip
         )
         self.device = pick_device(cfg.device)  # the embedder's; a CUDA worker searches its indexes there too
         gpu_metrics(self.registry, self.device)

@@ -4,6 +4,10 @@ CPU path: JPEG decoded at reduced DCT scale (PIL draft mode) on both sides. The
 only differences left are float32 rounding in batches of different sizes, so
 the tolerance is relative 1e-4.
 
+OpenVINO (``--runtime openvino``, the CPU default when installed): an index
+fit with torch is served by OpenVINO fp32 within the same tolerance (the two
+differ by at most 1e-6 relative on features: tests/unit/test_openvino_runtime.py).
+
 CUDA path (only where a GPU is present): the worker decodes JPEG batches on the
 device (nvJPEG) and resizes with tensor ops, in bf16; fit time decodes with PIL.
 The tolerance stated for it, relative 5e-2, is provisional: no GPU was lent when
@@ -37,10 +41,18 @@ def cuda_present() -> bool:
     return bool(torch.cuda.is_available())
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+def openvino_present() -> bool:
+    from index_store.openvino_runtime import installed
+
+    return installed()
+
+
+@pytest.mark.parametrize("device,runtime", [("cpu", "torch"), pytest.param("cpu", "openvino", marks=pytest.mark.skipif(
+    not openvino_present(), reason="openvino is not installed")), pytest.param("cuda", "torch", marks=pytest.mark.skipif(
     not cuda_present(), reason="no CUDA device here: the nvJPEG path is checked where one is"))])  # fmt: skip
 def test_worker_score_equals_fit_time_score_for_the_same_jpeg(kafka_settings, redis_url, unique, tmp_path,
-                                                              monkeypatch, device):  # fmt: skip
+                                                              monkeypatch, device, runtime):  # fmt: skip
+    """The index is always fit with torch; the worker runs ``runtime``."""
     prefix = f"t-{unique}"
     monkeypatch.setenv("FRAMEWATCH_REDIS_PREFIX", prefix)
     jpegs = synthetic_jpegs(9, seed=1)  # 1280x720 frames of a real photo
@@ -49,16 +61,17 @@ def test_worker_score_equals_fit_time_score_for_the_same_jpeg(kafka_settings, re
     for i, data in enumerate(jpegs):
         (tmp_path / ("train" if i < 6 else "new") / f"{i}.jpg").write_bytes(data)
     assert main(["index", "fit", str(tmp_path / "train"), "--name", "same", "--backbone", "resnet18",
-                 "--weights", "random", "--redis", redis_url, "--device", device]) == 0  # fmt: skip
+                 "--weights", "random", "--redis", redis_url, "--device", device, "--runtime", "torch"]) == 0  # fmt: skip
 
     repo = IndexRepository(redis.Redis.from_url(redis_url), prefix)
     meta, index = repo.load("same")
     new = sorted((tmp_path / "new").iterdir())
-    at_fit = index.score(embed_paths(Embedder(meta.embedder_spec, device=device), new, progress=False))
+    at_fit = index.score(embed_paths(Embedder(meta.embedder_spec, device=device, runtime="torch"), new,
+                                     progress=False))  # fmt: skip
 
     topics = h.topics_for(unique, kafka_settings, partitions=1)
     running = h.start_worker(h.worker_config(kafka_settings, redis_url, prefix, topics, unique, index="same",
-                                             device=device))  # fmt: skip
+                                             device=device, runtime=runtime))  # fmt: skip
     try:
         frames = [
             FrameRecord(p.stem, "cam", i, time.time(), p.read_bytes(), "image/jpeg")

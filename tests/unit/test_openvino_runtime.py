@@ -1,0 +1,130 @@
+"""The OpenVINO runtime embeds as torch does (fp32), per input shape, and keeps what it converted on disk.
+
+Tolerance: OpenVINO fp32 and torch fp32 differ by float rounding in other
+kernels, measured at most 1e-6 of the largest feature value (resnet18 patch:
+8e-7; efficientnet_lite0: 2e-7); asserted with room at 1e-5. bf16 moves features by about 2e-2, so
+a silent bf16 (OpenVINO's own choice on CPUs with bf16) fails this test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from index_store import openvino_runtime
+from index_store.build import spec_for
+from index_store.embedder import Embedder
+from index_store.errors import SpecMismatch
+from index_store.spec import EmbedderSpec
+
+pytestmark = pytest.mark.skipif(not openvino_runtime.installed(), reason="openvino is not installed")
+
+FP32_RELATIVE = 1e-5
+SHAPES = [(128, 128), (128, 224)]  # a square crop and a wide frame kept at its aspect
+SPECS = {
+    "resnet18-random-global": spec_for("resnet18", "random:3"),
+    "resnet18-random-patch": spec_for("resnet18", "random:3", "patch"),
+    "lite0-pypi-global": spec_for("efficientnet_lite0", "pypi"),
+    "lite0-pypi-patch": spec_for("efficientnet_lite0", "pypi", "patch"),
+}
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def images(n: int, shape: tuple[int, int]) -> torch.Tensor:
+    return torch.randn(n, 3, *shape, generator=torch.Generator().manual_seed(7))
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_openvino_fp32_gives_torch_features_at_every_input_shape(name, tmp_path) -> None:
+    spec = SPECS[name]
+    ref = Embedder(spec, "cpu", batch_size=4, runtime="torch")
+    ov = Embedder(spec, "cpu", batch_size=4, runtime="openvino", cache_dir=tmp_path)
+    for shape in SHAPES:
+        x = images(5, shape)  # batches of 4 and 1: the batch dimension is dynamic
+        want, got = ref.embed_tensor(x), ov.embed_tensor(x)
+        assert got.shape == want.shape
+        if spec.is_patch:
+            assert got.shape[1:3] == (shape[0] // 8, shape[1] // 8)
+        assert relative(got, want) < FP32_RELATIVE, (name, shape)
+
+
+def test_a_second_embedder_uses_the_converted_model_on_disk(tmp_path, monkeypatch, caplog) -> None:
+    spec = SPECS["resnet18-random-patch"]
+    x = images(3, SHAPES[1])
+    first = Embedder(spec, "cpu", runtime="openvino", cache_dir=tmp_path).embed_tensor(x)
+
+    def no_export(*args, **kwargs):
+        raise RuntimeError("no export here")
+
+    monkeypatch.setattr(torch.export, "export", no_export)
+    again = Embedder(spec, "cpu", runtime="openvino", cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.embed_tensor(x), first)  # OpenVINO's own output, bit for bit
+    assert "could not convert" not in caplog.text
+    # a shape not on disk, that cannot be converted: torch runs it (OpenVINO never stops a worker serving)
+    y = images(2, SHAPES[0])
+    np.testing.assert_array_equal(
+        again.embed_tensor(y), Embedder(spec, "cpu", runtime="torch").embed_tensor(y)
+    )
+    assert "could not convert" in caplog.text and "torch runs it" in caplog.text
+
+
+def test_bf16_is_what_it_says_and_is_recorded_in_the_spec(tmp_path) -> None:
+    fp32 = SPECS["lite0-pypi-global"]
+    bf16 = dataclasses.replace(fp32, precision="bf16")
+    x = images(2, SHAPES[0])
+    want = Embedder(fp32, "cpu", runtime="torch").embed_tensor(x)
+    got = Embedder(bf16, "cpu", runtime="openvino", cache_dir=tmp_path).embed_tensor(x)
+    assert 1e-3 < relative(got, want) < 0.1  # bf16 (or f32 on a CPU without it: then not this figure)
+    assert EmbedderSpec.from_dict(bf16.to_dict()) == bf16
+    assert bf16.fingerprint() != fp32.fingerprint() and bf16.label().endswith("/bf16")
+    assert "precision" not in fp32.to_dict()  # fp32 indexes and feature caches keep their fingerprints
+    with pytest.raises(
+        SpecMismatch, match="fit at fp32: it is not served at bf16"
+    ):  # scores would move ~10 %
+        Embedder(fp32, "cpu", "bf16", runtime="openvino", cache_dir=tmp_path)
+    with pytest.raises(SpecMismatch, match="precision 'int4'"):
+        EmbedderSpec.from_dict({**fp32.to_dict(), "precision": "int4"})
+
+
+def test_runtime_choice() -> None:
+    assert openvino_runtime.choose("auto", "cpu") == "openvino"
+    assert openvino_runtime.choose("auto", "cuda") == "torch"
+    with pytest.raises(openvino_runtime.RuntimeUnavailable, match="CPU only"):
+        openvino_runtime.choose("openvino", "cuda")
+
+
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
+def test_the_worker_extractor_starts_without_deprecation_warnings(runtime, tmp_path) -> None:
+    code = textwrap.dedent(f"""
+        from index_store.build import spec_for
+        from index_store.embedder import Embedder
+        from worker.extract import ImageExtractor
+        ImageExtractor(Embedder(spec_for("efficientnet_lite0", "pypi", "patch"), "cpu", runtime="{runtime}"))
+        print("started")
+    """)
+    env = {"FRAMEWATCH_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    import os
+
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-W", "error::FutureWarning",
+                          "-c", code], capture_output=True, text=True, env=env, timeout=240)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "started", out.stderr[-3000:]
+
+
+def test_an_unusable_cache_costs_start_up_time_not_the_runtime(tmp_path, caplog) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache would go")
+    spec = SPECS["resnet18-random-global"]
+    x = images(2, SHAPES[1])
+    got = Embedder(spec, "cpu", runtime="openvino", cache_dir=blocked).embed_tensor(x)
+    assert relative(got, Embedder(spec, "cpu", runtime="torch").embed_tensor(x)) < FP32_RELATIVE
+    assert "not usable" in caplog.text and "torch runs it" not in caplog.text
