@@ -8,7 +8,7 @@ Then, per case (an MVTec-style category; ``--dataset folder`` reads one case fol
     framewatch eval --dataset mvtec --data /tmp/wide_camera --kind patch            # every case
     framewatch eval --dataset folder --data /tmp/wide_camera/sides --classes good    # one case
 
-Prints the clock, doorway and fire-lane boxes as fractions of the frame (also in ROOT/zones.json),
+Prints the clock, doorway (fire exit) and store-door boxes as fractions of the frame (also in ROOT/zones.json),
 ready for ``--ignore x0,y0,x1,y1``. Scene and cases: evaluation/wide_camera.py.
 """
 

@@ -1,11 +1,12 @@
 """A wide fixed-camera evaluation set: one 16:9 (1280x720) yard, seen whole, with anomalies where a
 center crop does not look (issue 17).
 
-The scene: sky and a tree line, a building wall with a doorway (a yellow-hatched
-fire lane in front of it), windows, fence runs to both sides, a lamp post and
-a cabinet at the left edge, a container and a bin at the right edge, asphalt
-with bay lines, and a crate that always stands beside the wall right of the
-doorway. Normal frames vary in light (gain, colour cast, a left-right
+The scene: sky and a tree line, a building wall with two like doorways (a fire
+exit left of centre, a store door right of it) and windows, fence runs to both
+sides, a lamp post and a cabinet at the left edge, a container and a bin at the
+right edge, asphalt with bay lines, and a crate that stands in the store door
+half the time and elsewhere along the wall's foot (``CRATE_SPOTS``) otherwise,
+never near the fire exit. Normal frames vary in light (gain, colour cast, a left-right
 gradient), sensor noise and a 1-3 px camera shake. Every frame, normal or not,
 carries a burned-in clock and camera name at the top left (not shaken, as a
 camera draws it) whose digits change from frame to frame. Training frames are
@@ -18,8 +19,10 @@ Cases, each an anomalous class beside the same normal test frames:
   - sides:    the same, wholly in the side bands x < 0.25 W or x > 0.75 W (outside a 16:9 center crop);
   - edges:    the same, wholly in the top or bottom 20 % of the frame;
   - small:    intruders 1/24-1/12 of the height, anywhere (off the clock);
-  - position: a second crate, the same as the usual one, standing in the doorway or in the fire lane,
-              where no crate ever stands (the usual one stays): anomalous only by where it is;
+  - position: the crate in the fire exit, as it stands in the store door, at least ``CRATE_GAP`` px
+              from anywhere it stands in normal frames: anomalous by where it is. (With the crate
+              only along the wall, a location-free patch memory caught it by its new context at
+              ROC-AUC 99; with it in the store door half the time, 78. Position-aware: 100.)
   - clock:    normal scenes whose clock shows a date and hour never seen (another year, at night).
               Nothing in the scene is anomalous: with an ignore zone over the clock these should score
               as the normal test frames do (ROC-AUC near 50, no alarms); without one, they show what
@@ -31,7 +34,7 @@ Written per case in the MVTec AD layout, which ``--dataset folder`` also reads::
     ROOT/CASE/test/good/*.jpg         (the same normal test frames in every case)
     ROOT/CASE/test/CASE/*.jpg
     ROOT/CASE/ground_truth/CASE/NNN_mask.png   (the intruder, crate or clock pixels)
-    ROOT/zones.json                   (clock, doorway, fire lane boxes as fractions of W and H)
+    ROOT/zones.json                   (clock, doorway, store door boxes as fractions of W and H)
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ TEST_DAY = dt.datetime(2026, 12, 5, 6, 0, 0)
 ODD_CLOCK = dt.datetime(2027, 8, 29, 21, 0, 0)
 
 # Boxes in frame pixels (x0, y0, x1, y1), before the shake.
-DOORWAY = (538, 216, 666, 403)
-FIRE_LANE = (512, 403, 692, 540)
+DOORWAY = (440, 216, 568, 403)  # the fire exit, where no crate ever stands
+STORE_DOOR = (712, 216, 840, 403)
 CRATE_SIZE = (92, 80)
-CRATE_HOME = (770, 410)  # bottom-left corner: beside the wall, right of the doorway
+CRATE_BOTTOM = 409  # the crate stands at the wall's foot
+CRATE_SPOTS = ((160, 290), (626, 1030))  # ranges of its left edge when not in the store door
+CRATE_GAP = 70  # px between the crate in the fire exit and anywhere it stands in normal frames
 
 GLYPHS = {  # 5x7 dot-matrix font of a camera overlay
     "0": "01110 10001 10011 10101 11001 10001 01110", "1": "00100 01100 00100 00100 00100 00100 01110",
@@ -146,19 +151,14 @@ def background(seed: int) -> np.ndarray:
         for x in range(150 + (y // 14 % 2) * 20, 1130, 40):
             d.line(_p((x, y, x, y + 14)), fill=(136, 114, 96), width=2)
     d.rectangle(_p((140, 92, 1140, 104)), fill=(90, 88, 86))  # roof edge
-    for x0 in (230, 360, 800, 930):  # windows
+    for x0 in (200, 300, 900, 1000):  # windows
         d.rectangle(_p((x0, 160, x0 + 80, 230)), fill=(70, 90, 110), outline=(210, 210, 200), width=4)
-    d.rectangle(_p((DOORWAY[0] - 8, DOORWAY[1] - 8, DOORWAY[2] + 8, DOORWAY[3])), fill=(200, 200, 190))
-    d.rectangle(_p(DOORWAY), fill=(38, 40, 46))  # the open doorway
+    for door in (DOORWAY, STORE_DOOR):
+        d.rectangle(_p((door[0] - 8, door[1] - 8, door[2] + 8, door[3])), fill=(200, 200, 190))
+        d.rectangle(_p(door), fill=(38, 40, 46))
     d.rectangle(_p((0, 403, W, H)), fill=(92, 93, 96))  # asphalt
     for x in range(-300, W + 300, 190):  # bay lines, in perspective
         d.line(_p((640 + (x - 640) // 3, 420, x, H)), fill=(200, 200, 196), width=5)
-    lw, lh = FIRE_LANE[2] - FIRE_LANE[0], FIRE_LANE[3] - FIRE_LANE[1]
-    lane = Image.new("RGB", (lw, lh), (92, 93, 96))
-    for x in range(-lh, lw, 26):  # the fire lane's hatching
-        ImageDraw.Draw(lane).line([(x, lh), (x + lh, 0)], fill=(222, 190, 40), width=7)
-    img.paste(lane, tuple(_p(FIRE_LANE)[:2]))
-    d.rectangle(_p(FIRE_LANE), outline=(222, 190, 40), width=6)
     for xs in ((0, 150), (1130, W)):  # fence runs beside the building
         for x in range(xs[0], xs[1] + 1, 32):
             d.line(_p((x, 300, x, 412)), fill=(80, 84, 88), width=5)
@@ -280,7 +280,13 @@ def render(bg: np.ndarray, rng: np.random.Generator, when: dt.datetime, case: st
     scene = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     mask = Image.new("L", scene.size, 0)
     d, m = ImageDraw.Draw(scene), ImageDraw.Draw(mask)
-    _draw_crate(d, CRATE_HOME[0] + int(rng.integers(-6, 7)), CRATE_HOME[1] + int(rng.integers(-2, 3)))
+    spot = CRATE_SPOTS[int(rng.integers(2))]
+    crate_x = int(rng.integers(spot[0], spot[1] + 1))
+    if rng.random() < 0.5:  # half the time in the store door, as it will stand in the fire exit
+        crate_x = (STORE_DOOR[0] + STORE_DOOR[2] - CRATE_SIZE[0]) // 2 + int(rng.integers(-6, 7))
+    if case == "position":  # in the fire exit instead
+        crate_x = (DOORWAY[0] + DOORWAY[2] - CRATE_SIZE[0]) // 2 + int(rng.integers(-6, 7))
+    crate = _draw_crate(d, crate_x, CRATE_BOTTOM + int(rng.integers(-2, 3)))
     if case in ("middle", "sides", "edges", "small"):
         shape, x, y, h = _place(rng, case)
         layer = Image.new("RGBA", scene.size, (0, 0, 0, 0))
@@ -288,16 +294,7 @@ def render(bg: np.ndarray, rng: np.random.Generator, when: dt.datetime, case: st
         scene.paste(layer, (0, 0), layer)
         mask = layer.getchannel("A")
     elif case == "position":
-        if rng.random() < 0.5:  # in the doorway, on its threshold
-            x, bottom = (
-                DOORWAY[0] + int(rng.integers(4, DOORWAY[2] - DOORWAY[0] - CRATE_SIZE[0] - 4)),
-                DOORWAY[3] + 6,
-            )
-        else:  # in the fire lane
-            x = int(rng.integers(FIRE_LANE[0] + 10, FIRE_LANE[2] - CRATE_SIZE[0] - 10))
-            bottom = int(rng.integers(FIRE_LANE[1] + CRATE_SIZE[1] + 10, FIRE_LANE[3] - 8))
-        box = _draw_crate(d, x, bottom)
-        m.rectangle(_p(box), fill=255)
+        m.rectangle(_p(crate), fill=255)
     dx, dy = (int(v) for v in rng.integers(-3, 4, size=2))
     crop = (PAD + dx, PAD + dy, PAD + dx + W, PAD + dy + H)
     arr = np.asarray(scene.crop(crop)).astype(np.float32)
@@ -329,7 +326,7 @@ def zones() -> dict[str, list[float]]:
     def frac(box: tuple[int, int, int, int]) -> list[float]:
         return [round(box[0] / W, 4), round(box[1] / H, 4), round(box[2] / W, 4), round(box[3] / H, 4)]
 
-    return {"clock": frac(clock_box()), "doorway": frac(DOORWAY), "fire_lane": frac(FIRE_LANE)}
+    return {"clock": frac(clock_box()), "doorway": frac(DOORWAY), "store_door": frac(STORE_DOOR)}
 
 
 def _link(src: Path, dst: Path) -> None:
