@@ -13,7 +13,6 @@ import logging
 from typing import Optional
 
 from index_store.errors import UnknownIndex
-from index_store.redis_policy import require_safe_policy
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
 from wire.errors import FramewatchError
@@ -27,7 +26,7 @@ class BackboneChange(FramewatchError):
 
 def check_eviction(repo: IndexRepository) -> None:
     """:raises EvictionUnsafe: Redis's maxmemory-policy could evict index keys (``allkeys-*``)."""
-    require_safe_policy(repo.r)
+    repo.require_safe_policy()
 
 
 def check_backbone(repo: IndexRepository, name: str, spec: EmbedderSpec, allow: bool) -> Optional[str]:

@@ -29,15 +29,17 @@ carry it into every cell around the zone. Patch indexes also never score a
 cell whose centre lies in a zone (grown by one cell), so a zone is never the
 hotspot. Zones are part of what the model sees: changing them means a refit.
 
-Pure arithmetic: no torch, no PIL.
+Pure arithmetic: no torch, no PIL; numpy only where grids are made (imported there, so the command
+line's --help, which reads the spec module, stays light).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 NETWORK_STRIDE = 32  # every registered backbone's last stage: input sides are multiples of it
 DEFAULT_INPUT_SIZE = 224  # shorter side of the model input (docs/accuracy.md, "input size", says why)
@@ -104,6 +106,8 @@ def is_stretched(frame_w: int, frame_h: int, fit_shape: Sequence[int], tiles: tu
 
 def cell_centres(box: Box, grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(ys, xs): frame-pixel centres of a (gh, gw) feature grid laid over ``box``."""
+    import numpy as np
+
     x0, y0, x1, y1 = box
     gh, gw = grid
     ys = y0 + (np.arange(gh) + 0.5) * (y1 - y0) / gh
@@ -116,6 +120,8 @@ def zone_mask(
 ) -> np.ndarray:
     """(gh, gw) bool: the cells of a grid over ``box`` that an ignore zone covers (centre inside a zone),
     grown by ``dilate`` cells."""
+    import numpy as np
+
     ys, xs = cell_centres(box, grid)
     mask = np.zeros(grid, dtype=bool)
     for zx0, zy0, zx1, zy1 in zones:
@@ -151,6 +157,8 @@ def zone_pixels(zones: Sequence[Sequence[float]], box: Box, shape: tuple[int, in
 def stitch(maps: np.ndarray, boxes: Sequence[Box], frame_w: int, frame_h: int) -> tuple[np.ndarray, Box]:
     """Per-image maps (T, gh, gw) laid over their boxes -> one map over the region they cover, and that
     region (frame pixels). One image: its map and box as they are. Overlaps keep the larger value."""
+    import numpy as np
+
     if len(boxes) == 1:
         return maps[0], boxes[0]
     t, gh, gw = maps.shape
@@ -168,6 +176,8 @@ def stitch(maps: np.ndarray, boxes: Sequence[Box], frame_w: int, frame_h: int) -
 
 def box_of_cells(box: Box, grid: tuple[int, int], cells: tuple[int, int, int, int], frame_w: int, frame_h: int) -> list[int]:
     """[x0, y0, x1, y1] frame pixels around cells (r0, c0, r1, c1, inclusive) of a grid over ``box``."""
+    import numpy as np
+
     x0, y0, x1, y1 = box
     gh, gw = grid
     r0, c0, r1, c1 = cells

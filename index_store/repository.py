@@ -23,7 +23,7 @@ import redis
 from index_store.errors import CorruptIndex, IndexStoreError, PublishFailed, UnknownIndex
 from index_store.keys import Keys
 from index_store.knn import KnnIndex
-from index_store.redis_policy import require_safe_policy
+from index_store.redis_policy import eviction_risk, maxmemory_policy, require_safe_policy
 from index_store.spec import EmbedderSpec
 from index_store.validation import check_index, check_meta_types
 
@@ -114,6 +114,16 @@ class IndexRepository:
     def __init__(self, client: redis.Redis, prefix: str = "framewatch") -> None:
         self.r = client
         self.keys = Keys(prefix)
+
+    def eviction_risk(self) -> Optional[str]:
+        """Why Redis's maxmemory-policy could evict index keys, or None when it cannot (or will not say).
+
+        :raises redis.ResponseError: CONFIG GET is refused and the policy cannot be read otherwise."""
+        return eviction_risk(maxmemory_policy(self.r))
+
+    def require_safe_policy(self) -> None:
+        """:raises EvictionUnsafe: Redis could evict index keys (index_store/redis_policy.py)."""
+        require_safe_policy(self.r)
 
     # -- writing -----------------------------------------------------------------
     def publish(

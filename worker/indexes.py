@@ -34,7 +34,6 @@ import redis
 
 from index_store.errors import CorruptIndex, SpecMismatch, UnknownIndex
 from index_store.knn import KnnIndex, Searcher
-from index_store.redis_policy import eviction_risk, maxmemory_policy
 from index_store.repository import IndexMeta, IndexRepository, parse_event
 from index_store.spec import EmbedderSpec
 from worker.metrics import WorkerMetrics
@@ -195,7 +194,7 @@ class IndexSet:
     def _check_policy(self, repo: IndexRepository) -> None:
         """Warn when Redis may evict index keys (the worker keeps serving), and when it no longer may."""
         try:
-            risk = eviction_risk(maxmemory_policy(repo.r))
+            risk = repo.eviction_risk()
         except redis.ResponseError:
             risk = None
         if risk is not None and risk != self.eviction_risk:

@@ -151,6 +151,12 @@ class OneIndexRepo:
     def load_adapted(self, meta: IndexMeta) -> None:
         return None
 
+    def eviction_risk(self) -> None:
+        return None
+
+    def missing_keys(self, meta: IndexMeta) -> list[str]:
+        return []
+
 
 class Counting(DeviceKnn):
     searches = 0
