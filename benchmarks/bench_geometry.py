@@ -4,7 +4,7 @@
 
 Frames are synthetic 1280x720 JPEGs (framewatch.bench.synthetic_jpegs). Each configuration goes
 through the worker's own extractor (worker/extract.py: JPEG draft decoding, the shared
-preprocessing, the embedder; frozen trace on CPU as the worker runs it) and, for patch indexes,
+preprocessing, the embedder on the default CPU runtime, as the worker runs it) and, for patch indexes,
 the kNN search of every location against a 1000-centre memory. Configurations are timed in
 alternation, ``--rounds`` times, and the median kept: on a shared machine one run is noise, so
 read the ratios to the center crop, not the absolute figures.
@@ -26,13 +26,15 @@ from index_store.build import spec_for
 from index_store.embedder import Embedder
 from worker.extract import ImageExtractor
 
-CONFIGS = (
-    ("global", "center", (1, 1)),
-    ("global", "full", (1, 1)),
-    ("global", "full", (2, 2)),
-    ("patch", "center", (1, 1)),
-    ("patch", "full", (1, 1)),
-    ("patch", "full", (2, 2)),
+CONFIGS = (  # kind, view, tiles, input size
+    ("global", "center", (1, 1), 224),
+    ("global", "full", (1, 1), 224),
+    ("global", "full", (2, 2), 160),
+    ("global", "full", (2, 2), 224),
+    ("patch", "center", (1, 1), 224),
+    ("patch", "full", (1, 1), 224),
+    ("patch", "full", (1, 1), 288),
+    ("patch", "full", (2, 2), 224),
 )
 
 
@@ -48,10 +50,10 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     frames = bench.records(bench.synthetic_jpegs(16, (w, h)), args.frames)
     setups = []
-    for kind, view, tiles in CONFIGS:
+    for kind, view, tiles, size in CONFIGS:
         spec = spec_for("efficientnet_lite0", "pypi", kind, view)
-        if tiles != (1, 1):
-            spec = dataclasses.replace(spec, tiles=tiles, tile_overlap=0.1)
+        if view == "full":
+            spec = dataclasses.replace(spec, input_size=size, tiles=tiles, tile_overlap=0.1 if tiles != (1, 1) else 0.0)
         spec = spec.resolved(w, h)
         extractor = ImageExtractor(Embedder(spec, device="cpu", batch_size=args.batch))
         memory = None
