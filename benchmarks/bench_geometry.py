@@ -45,23 +45,25 @@ def main() -> None:
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runtimes", default="auto", help="comma-separated: auto, torch, openvino (each config per runtime)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.split("x"))
     frames = bench.records(bench.synthetic_jpegs(16, (w, h)), args.frames)
     setups = []
-    for kind, view, tiles, size in CONFIGS:
+    for runtime, (kind, view, tiles, size) in ((r, c) for r in args.runtimes.split(",") for c in CONFIGS):
         spec = spec_for("efficientnet_lite0", "pypi", kind, view)
         if view == "full":
             spec = dataclasses.replace(spec, input_size=size, tiles=tiles, tile_overlap=0.1 if tiles != (1, 1) else 0.0)
         spec = spec.resolved(w, h)
-        extractor = ImageExtractor(Embedder(spec, device="cpu", batch_size=args.batch))
+        embedder = Embedder(spec, device="cpu", batch_size=args.batch, runtime=runtime)
+        extractor = ImageExtractor(embedder)
         memory = None
         if kind == "patch":
             sample = extractor.embed([extractor.prepare(frames[0])])
             rng = np.random.default_rng(0)
             memory = knn.KnnIndex("kmeans", 2, rng.standard_normal((1000, sample.shape[-1])).astype(np.float32))
-        setups.append((f"{kind:<6} {spec.geometry_label():<22}", extractor, memory, spec))
+        setups.append((f"{kind:<6} {embedder.runtime:<8} {spec.geometry_label():<22}", extractor, memory, spec))
     times: dict[str, list[float]] = {name: [] for name, *_ in setups}
     for _ in range(args.rounds):
         for name, extractor, memory, spec in setups:
@@ -72,13 +74,14 @@ def main() -> None:
                 if memory is not None:
                     anomaly_maps.score_maps(memory, feats, spec)
             times[name].append(len(frames) / (time.perf_counter() - t0))
+    first = args.runtimes.split(",")[0]
     base = {kind: statistics.median(times[name]) for name, *_ in setups for kind in ("global", "patch")
-            if name.startswith(kind) and "center" in name}  # fmt: skip
+            if name.startswith(kind) and "center" in name and (first == "auto" or f" {first} " in name)}  # fmt: skip
     print(f"{args.frames} frames of {w}x{h}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds")
-    print(f"{'kind / geometry':<30}{'frames/s':>10}{'x center':>10}")
+    print(f"{'kind / runtime / geometry':<45}{'frames/s':>10}{'x center':>10}   (x the first runtime's center crop)")
     for name, *_ in setups:
         fps = statistics.median(times[name])
-        print(f"{name:<30}{fps:>10.1f}{fps / base[name.split()[0]]:>10.2f}")
+        print(f"{name:<45}{fps:>10.1f}{fps / base[name.split()[0]]:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def center_crop_box(frame_w: int, frame_h: int, resize: int, crop: int) -> Box:
 
 def is_stretched(frame_w: int, frame_h: int, fit_shape: Sequence[int], tiles: tuple[int, int], overlap: float) -> bool:
     """True when a frame's tile aspect differs from the fitted input shape's by more than the tolerance."""
-    if not fit_shape:
+    if not fit_shape or frame_w <= 0 or frame_h <= 0:
         return False
     tw, th = tile_extent(frame_w, frame_h, tiles, overlap)
     h, w = fit_shape

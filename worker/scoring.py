@@ -111,6 +111,8 @@ def frame_geometry(spec: "EmbedderSpec", frame_w: int, frame_h: int) -> str:
     differs from the one the index was fit on (it was resized to the index's input shape all the same)."""
     if not spec.is_full:
         return "center"
+    if frame_w <= 0 or frame_h <= 0:  # size unknown (an extractor that decodes nothing: framewatch bench)
+        return "full"
     stretched = geometry.is_stretched(frame_w, frame_h, spec.input_shape, spec.tiles, spec.tile_overlap)
     return "full/stretched" if stretched else "full"
 

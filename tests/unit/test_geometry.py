@@ -172,3 +172,12 @@ def test_global_tiles_are_each_compared_with_their_own_position_and_absorb_feedb
     assert new_meta.feedback["method"] == "positional-append"
     assert anomaly_maps.score_maps(new_index, feats[1:], emb.spec)[0][0] < 1e-3
     assert anomaly_maps.score_maps(new_index, feats[:1], emb.spec)[0][0] <= scores[0] + 1e-4
+
+
+def test_a_frame_of_unknown_size_is_scored_as_full_not_stretched() -> None:
+    """An extractor that decodes nothing (framewatch bench's null pipeline) gives no frame size."""
+    from worker.scoring import frame_geometry
+
+    spec = BASE.resolved(W, H)
+    assert frame_geometry(spec, 0, 0) == "full"
+    assert frame_geometry(spec, 640, 480) == "full/stretched"
