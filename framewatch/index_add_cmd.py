@@ -29,7 +29,6 @@ def add_parser(index_subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from framewatch import settings as env
     from framewatch.admin import repository
     from index_store.build import image_paths
     from index_store.embedder import Embedder
@@ -43,17 +42,19 @@ def run(args: argparse.Namespace) -> int:
     repo = repository(flags.redis_settings(args))
     repo.meta(args.name)  # fail fast on an unknown index
     needs_kafka = args.frames is not None
-    fetcher = FrameFetcher(flags.kafka_settings(args)) if needs_kafka else None
+    topics = flags.topics(args)  # --config topic names, as every other command
+    # frames are fetched only from the frames topic: a forged score record cannot point the index elsewhere
+    fetcher = FrameFetcher(flags.kafka_settings(args), only_topic=topics.frames) if needs_kafka else None
     marker = Marker(
         repo, fetcher, lambda spec: Embedder(spec, device=args.device), Answers(repo.r, repo.keys)
     )  # type: ignore[arg-type]
     try:
         if args.frames:
-            found = find_scores(flags.kafka_settings(args), env.topics().scores, args.frames)
+            found = find_scores(flags.kafka_settings(args), topics.scores, args.frames)
             missing = [f for f in args.frames if f not in found]
             if missing:
                 raise FramewatchError(
-                    f"no score record for frame(s) {', '.join(missing)} on {env.topics().scores}"
+                    f"no score record for frame(s) {', '.join(missing)} on {topics.scores}"
                 )
             meta = marker.mark_normal([found[f] for f in args.frames], by, name=args.name)
             n = len(args.frames)
