@@ -135,6 +135,15 @@ def dead_letters(settings: KafkaSettings, topic: str) -> list[DeadLetter]:
     return [DeadLetter.decode(m.key, m.value, m.headers) for m in read_topic(settings, topic)]
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """HTTP status and body of a worker's /healthz, /readyz or /metrics on loopback."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, every: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

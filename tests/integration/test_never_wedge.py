@@ -13,8 +13,6 @@ import dataclasses
 import hashlib
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import numpy as np
@@ -40,13 +38,7 @@ ids, interleave = h.ids, h.interleave
 
 
 
-def get(port: int, path: str) -> tuple[int, str]:
-    """HTTP status and body of a worker's /healthz, /readyz or /metrics."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+get = h.http_get
 
 
 def readyz(running: h.RunningWorker) -> tuple[int, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -71,12 +70,7 @@ def test_a_publish_redis_refuses_is_one_line_exit_2_and_nothing_active(own_redis
     assert client.dbsize() == 0, client.keys()
 
 
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+get = h.http_get
 
 
 def test_a_worker_warns_of_an_evicting_redis_says_when_its_index_is_gone_and_keeps_scoring(

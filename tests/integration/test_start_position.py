@@ -15,7 +15,6 @@ import logging
 import socket
 import threading
 import time
-import urllib.request
 
 import pytest
 from kafka import KafkaProducer
@@ -44,12 +43,7 @@ def setup(kafka_settings, redis_url, unique):  # type: ignore[no-untyped-def]
     return topics, f"t-{unique}"
 
 
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+get = h.http_get
 
 
 def produce_at(settings, topic: str, frames: list, timestamp_ms: int) -> None:  # type: ignore[no-untyped-def]
