@@ -159,7 +159,7 @@ def _finetune(args: argparse.Namespace, spec: Any, train: list[Path]) -> tuple[A
     from index_store.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed, device=args.device)
-    result = finetune(spec, lambda i: open_rgb(train[i], spec.resize), len(train), cfg)
+    result = finetune(spec, lambda i: open_rgb(train[i], spec.draft_side), len(train), cfg)
     log.info("fine-tuned %s in %.1fs: loss per epoch %s", spec.label(), result.seconds,
              ", ".join(f"{x:.4f}" for x in result.losses))  # fmt: skip
     done = {"method": args.finetune, **cfg.to_dict(), "losses": [round(x, 5) for x in result.losses],

@@ -84,7 +84,7 @@ def read_sample(
         chunks: list[np.ndarray] = []
         batch: list[tuple[RawFrame, FrameRecord, Any]] = []
         for raw in part.fetch(picked, on_each=lambda: bar.update(1)):
-            decoded = _decode(raw, embedder.spec.resize, topic, part.partition, sample.bad)
+            decoded = _decode(raw, embedder.spec.draft_side, topic, part.partition, sample.bad)
             if decoded is not None:
                 batch.append((raw, *decoded))
             if len(batch) >= embedder.batch_size:

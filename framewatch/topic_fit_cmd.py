@@ -49,9 +49,16 @@ def run(args: argparse.Namespace) -> int:
     from index_store.fitting import PATCH_DEFAULT_CLUSTERS, FitConfig
     from index_store.stream_fit import STREAM_CLEAN_FRACTION, fit_stream
 
+    from framewatch import geometry_flags
+
     spec = spec_for(args.backbone, weights, args.kind)
-    if args.crop:
+    if args.crop and args.view == "full" and args.input_size is None:
+        args.input_size = args.crop
+    elif args.crop:
         spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
+    spec = geometry_flags.apply(args, spec)
+    if getattr(args, "precision", None):
+        spec = dataclasses.replace(spec, precision=args.precision)
     clusters = args.clusters
     if args.kind == "patch" and clusters is None and args.coreset is None:
         clusters = PATCH_DEFAULT_CLUSTERS
@@ -59,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = FitConfig(clusters, args.k, clean, args.target_fpr, args.seed, args.coreset)
     holdout_paths = image_paths(args.holdout) if args.holdout else ()
     repo = repository(redis_settings)
-    check_backbone(repo, args.name, dataclasses.replace(spec, adapted_sha256="new") if args.finetune else spec,
-                   args.new_backbone)  # fmt: skip
     set_cpu_threads(args.threads)
     embedder = Embedder(spec, device=args.device, batch_size=args.batch_size)
     sample = read_sample(kafka, topic, args.source, period, embedder, args.every, args.max_frames)
+    spec = embedder.spec  # the full view's input shape now follows the camera's first frame
+    check_backbone(repo, args.name, dataclasses.replace(spec, adapted_sha256="new") if args.finetune else spec,
+                   args.new_backbone)  # fmt: skip
     adapted, tuned = None, {}
     if args.finetune:
         spec, adapted, tuned = _finetune(args, kafka, topic, spec, sample)
@@ -112,7 +120,7 @@ def _finetune(
     def image(i: int) -> Any:
         _, partition, offset = parse_stream_origin(sample.origins[i]) or ("", -1, -1)
         frame = fetcher.fetch(topic, partition, offset)
-        return decode_image(frame.image, frame.content_type, resize=spec.resize)
+        return decode_image(frame.image, frame.content_type, resize=spec.draft_side)
 
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, seed=args.seed, device=args.device)
     try:

@@ -140,7 +140,7 @@ class Marker:
 
     def decode(self, name: str, data: bytes, content_type: str = "") -> Any:
         """Decode as the worker does for index ``name`` (its spec's reduced JPEG scale included)."""
-        return decode_image(data, content_type, resize=self.repo.meta(name).embedder_spec.resize)
+        return decode_image(data, content_type, resize=self.repo.meta(name).embedder_spec.draft_side)
 
     def absorb_images(self, name: str, images: Sequence[Any], marks: Sequence[Mark]) -> IndexMeta:
         with self._serialised(name):

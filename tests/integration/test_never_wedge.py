@@ -219,8 +219,8 @@ def test_oversized_origin_and_oversized_dead_letter_do_not_hold_delivery(
     huge_origin = FrameRecord(frame_id="huge-origin", source="camO", sequence=0, capture_time=time.time(),
                               image=png_bytes(5), content_type="image/png")  # fmt: skip
     key, value, headers = huge_origin.encode()
-    control = bytes(range(1, 32)) * (3_600_000 // 31)  # JSON-escaped as \u00XX: six-fold
-    headers = [(k, v) for k, v in headers if k != t.H_ORIGIN] + [(t.H_ORIGIN, control)]
+    # 3.6 MB of origin (control characters would make it a malformed-header dead letter: headers are data)
+    headers = [(k, v) for k, v in headers if k != t.H_ORIGIN] + [(t.H_ORIGIN, b"o" * 3_600_000)]
     huge_value = np.random.default_rng(0).bytes(20 * 1024 * 1024)  # not an image, and 20 MiB
     huge_dead = (
         b"camO",

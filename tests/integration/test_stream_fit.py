@@ -248,7 +248,7 @@ def test_explain_shows_a_stream_indexs_nearest_normal_frames_fetched_from_kafka(
     fit("--from-topic", "--source", "cam-a", "--since", "10m", "--clean-fraction", "0", "--dedup", "0")
     meta = repo.meta("idx")
     first = meta.origins[0]
-    copy_of = next(f for f in train if f.frame_id == _frame_id_at(kafka_settings, first))
+    copy_of = next(f for f in train if f.image == _image_at(kafka_settings, first))
     running = h.start_worker(h.worker_config(kafka_settings, redis_url, repo.keys.prefix, topics, unique))
     try:
         h.produce_frames(kafka_settings, topics.frames,
@@ -270,12 +270,12 @@ def test_explain_shows_a_stream_indexs_nearest_normal_frames_fetched_from_kafka(
     assert np.array_equal(frame_tile, neighbour_tile)  # the training frame itself, fetched from Kafka
 
 
-def _frame_id_at(kafka_settings: Any, origin: str) -> str:
+def _image_at(kafka_settings: Any, origin: str) -> bytes:
     from framewatch.topic_frames import parse_stream_origin
     from review.frames import FrameFetcher
 
     fetcher = FrameFetcher(kafka_settings)
     try:
-        return fetcher.fetch(*(parse_stream_origin(origin) or ("", -1, -1))).frame_id
+        return fetcher.fetch(*(parse_stream_origin(origin) or ("", -1, -1))).image
     finally:
         fetcher.close()

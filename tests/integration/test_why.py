@@ -85,7 +85,8 @@ def test_worker_scores_a_patch_index_with_hotspot_and_map(kafka_settings, redis_
         assert rec.frame_topic == topics.frames and rec.frame_offset >= 0
         assert rec.neighbors is None
         grid = decode_map(rec.anomaly_map)
-        assert len(grid) == 28 and len(grid[0]) == 28
+        assert len(grid) == 28 and len(grid[0]) == 36  # the whole 4:3 frame at 224x288, stride 8
+        assert rec.anomaly_map["box"] == [0, 0, W, H] and rec.frame_size == [W, H] and rec.geometry == "full"
         x0, y0, x1, y1 = rec.hotspot
         assert 0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H
     x0, y0, x1, y1 = broken_rec.hotspot
