@@ -27,12 +27,17 @@ from evaluation.evaluate import roc_auc
 from index_store import fitting
 from index_store.build import embed_paths, spec_for
 from index_store.embedder import Embedder
+from index_store.spec import DEFAULT_REGIONS
 
 CASES = ("middle", "sides", "edges", "small", "position", "clock")
-# name: (kind, view, zone over the clock, position radius, tiles, input size)
+# name: (kind, view, zone over the clock, position radius, tiles, input size[, regions]); without regions a
+# configuration takes the default (`index fit`'s: 4x6 for a whole-frame global index without tiles)
 CONFIGS = {
     "global center": ("global", "center", False, -1, (1, 1), 224),
-    "global full": ("global", "full", False, -1, (1, 1), 224),
+    "global full": ("global", "full", False, -1, (1, 1), 224),  # the default: regions 4x6
+    "global full regions 1x1": ("global", "full", False, -1, (1, 1), 224, (1, 1)),  # one pooled vector (DN2)
+    "global full regions 3x4": ("global", "full", False, -1, (1, 1), 224, (3, 4)),
+    "global full regions 1x1 288": ("global", "full", False, -1, (1, 1), 288, (1, 1)),
     "global full 288": ("global", "full", False, -1, (1, 1), 288),
     "global full tiles 1x2": ("global", "full", False, -1, (1, 2), 224),
     "global full tiles 2x2": ("global", "full", False, -1, (2, 2), 224),
@@ -53,10 +58,12 @@ def images(root: Path, case: str, split: str, label: str) -> list[Path]:
 
 
 def evaluate(root: Path, name: str, threads: int) -> dict[str, dict[str, float]]:
-    kind, view, zone, radius, tiles, size = CONFIGS[name]
+    kind, view, zone, radius, tiles, size, *regions = CONFIGS[name]
     spec = spec_for("efficientnet_lite0", "pypi", kind, view)
     if view == "full":
         spec = dataclasses.replace(spec, input_size=size, tiles=tiles, tile_overlap=0.1 if tiles != (1, 1) else 0.0)
+        grid = regions[0] if regions else DEFAULT_REGIONS if kind == "global" and tiles == (1, 1) else (1, 1)
+        spec = dataclasses.replace(spec, regions=grid)
     if zone:
         box = json.loads((root / "zones.json").read_text())["clock"]
         spec = dataclasses.replace(spec, zones=(tuple(box),))

@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
                             device=args.device, session_timeout_ms=6000, heartbeat_interval_ms=1000, start_from="earliest",
                             index_poll_s=1.0, kafka_client=args.kafka_client)  # fmt: skip
 
-    extractors, null = {k: ImageExtractor(e) for k, e in variants.items()}, NullExtractor(embedder.dim)
+    extractors, null = {k: ImageExtractor(e) for k, e in variants.items()}, NullExtractor(embedder.dim, _grid(embedder))
     extractor = next(iter(extractors.values()))
     topics = bench.topics_for(tag)
     ensure_topics(kafka, topics, partitions=args.partitions)
@@ -195,6 +195,17 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     fig["p50_latency_s"], fig["p99_latency_s"] = bench.percentiles(latencies)
     fig["offered_fps"] = rate
     return fig
+
+
+def _grid(embedder: Any) -> tuple[int, ...]:
+    """(h, w) of one frame's feature grid when the index is positional (whole-frame global regions, global
+    tiles, position-aware patches), so the null pipeline scores what the real one would; () otherwise."""
+    if not embedder.spec.positional:
+        return ()
+    import torch
+
+    zeros = torch.zeros(embedder.spec.n_tiles, 3, *embedder.input_shape)
+    return tuple(embedder.embed_tensor(zeros).shape[1:-1])
 
 
 def _variants(args: argparse.Namespace, spec: Any) -> dict[str, Any]:

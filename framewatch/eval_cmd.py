@@ -196,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop, args.precision)
     from framewatch import geometry_flags
 
-    spec = geometry_flags.apply(args, spec)
+    # the papers' one-class datasets are object-centric: DN2 pools each image into one vector
+    spec = geometry_flags.apply(args, spec, default_regions=(1, 1) if args.dataset != "folder" else geometry_flags.DEFAULT_REGIONS)
     methods = _methods(args)
     threads = features.configure_threads(args.threads)
     ds = datasets.load(args.dataset, args.data, args.split, args.seed)

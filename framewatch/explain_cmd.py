@@ -43,11 +43,10 @@ def run(args: argparse.Namespace) -> int:
         explain_image(decode_image(frame.image), record, _origin_opener(fetcher)).save(out)
     finally:
         fetcher.close()
-    why = (
-        "anomaly map"
-        if record.anomaly_map is not None
-        else f"{len(record.neighbors or [])} nearest normal frames"
-    )
+    why = ", ".join(
+        (["anomaly map"] if record.anomaly_map is not None else [])
+        + ([f"{len(record.neighbors)} nearest normal frames"] if record.neighbors else [])
+    ) or "no map and no nearest normal frames"
     print(f"{out}: frame {record.frame_id} score {record.score:.4g} (threshold {record.threshold}), {why}")
     return 0
 

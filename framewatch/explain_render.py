@@ -83,12 +83,17 @@ def beside_neighbors(
 
 
 def explain_image(frame: Image.Image, record: ScoreRecord, open_origin: Opener = open_path) -> Image.Image:
-    """Map overlay (patch index) beside the plain frame, else the frame beside its neighbours."""
-    if record.anomaly_map is not None:
-        plain = frame.convert("RGB")
-        shown = overlay_map(plain.copy(), record)
-        sheet = Image.new("RGB", (plain.width * 2, plain.height))
-        sheet.paste(plain, (0, 0))
-        sheet.paste(shown, (plain.width, 0))
-        return sheet
-    return beside_neighbors(frame, record, record.neighbors or [], open_origin)
+    """Map overlay beside the plain frame (patch index, whole-frame global regions), with the nearest normal
+    frames below it when the record names them; else the frame beside its neighbours."""
+    if record.anomaly_map is None:
+        return beside_neighbors(frame, record, record.neighbors or [], open_origin)
+    plain = frame.convert("RGB")
+    shown = overlay_map(plain.copy(), record)
+    strip = beside_neighbors(frame, record, record.neighbors, open_origin) if record.neighbors else None
+    width = max(plain.width * 2, strip.width if strip else 0)
+    sheet = Image.new("RGB", (width, plain.height + (strip.height if strip else 0)))
+    sheet.paste(plain, (0, 0))
+    sheet.paste(shown, (plain.width, 0))
+    if strip is not None:
+        sheet.paste(strip, (0, plain.height))
+    return sheet

@@ -1,7 +1,7 @@
 """The geometry flags of `index fit`, `eval` and `bench`: where the model looks in a frame.
 
 --view full|center, --input-size, --tiles RxC, --tile-overlap, --ignore x0,y0,x1,y1 (repeatable),
---ignore-mask FILE.png, --position-radius R. Parsed here once and applied to a spec with
+--ignore-mask FILE.png, --position-radius R, --regions RxC. Parsed here once and applied to a spec with
 :func:`apply`; the spec checks the combination (index_store/geometry.py says what each means).
 """
 
@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 from framewatch import flags
+from index_store.spec import DEFAULT_REGIONS
 from wire.errors import FramewatchError
 
 MASK_GRID = 64  # an ignore mask is read as boxes on a grid this many cells across
@@ -50,6 +51,10 @@ def add_geometry_flags(p: argparse.ArgumentParser, default_view: str = "full") -
     g.add_argument("--tiles", type=tiles, default=None,
                    help="RxC: cut each frame into R rows x C columns of overlapping tiles, each embedded at "
                         "the input size (high-resolution cameras); default 1x1")  # fmt: skip
+    g.add_argument("--regions", type=tiles, default=None,
+                   help="global kind, full view: pool the feature map over R x C regions, each compared with "
+                        "the normal memory of its own place (default 4x6 without tiles; 1x1 = one pooled "
+                        "vector per frame, DN2)")  # fmt: skip
     g.add_argument("--tile-overlap", type=flags.fraction, default=None,
                    help="overlap between neighbouring tiles, a fraction of a tile (default 0.1)")
     g.add_argument("--ignore", type=zone, action="append", default=[], metavar="X0,Y0,X1,Y1",
@@ -62,8 +67,11 @@ def add_geometry_flags(p: argparse.ArgumentParser, default_view: str = "full") -
                         "cells of it (an ordinary object where it never stands is anomalous); default off")  # fmt: skip
 
 
-def apply(args: argparse.Namespace, spec: Any) -> Any:
-    """The spec with the geometry flags applied (SpecMismatch from the spec when they do not combine)."""
+def apply(args: argparse.Namespace, spec: Any, default_regions: tuple[int, int] = DEFAULT_REGIONS) -> Any:
+    """The spec with the geometry flags applied (SpecMismatch from the spec when they do not combine).
+
+    ``default_regions``: the regions of a whole-frame global index without tiles when --regions is not
+    given (``eval`` on the papers' one-class datasets keeps DN2's one vector per image: 1x1)."""
     from index_store import geometry
 
     changes: dict[str, Any] = {"view": args.view}
@@ -81,9 +89,15 @@ def apply(args: argparse.Namespace, spec: Any) -> Any:
         changes["zones"] = tuple(zones)
     if args.position_radius is not None:
         changes["position_radius"] = args.position_radius
+    regions = getattr(args, "regions", None)
+    if regions is not None:
+        changes["regions"] = regions
     if args.view == "center" and set(changes) - {"view"}:
-        raise FramewatchError("--input-size, --tiles, --ignore and --position-radius need --view full")
+        raise FramewatchError("--input-size, --tiles, --regions, --ignore and --position-radius need --view full")
     spec = dataclasses.replace(spec, **changes)
+    if regions is None:  # the default: regions for a whole-frame global index without tiles, else none
+        grid = default_regions if spec.is_full and not spec.is_patch and spec.n_tiles == 1 else (1, 1)
+        spec = dataclasses.replace(spec, regions=grid)
     spec.check_geometry()
     return spec
 

@@ -84,7 +84,7 @@ def run_recalibrate(args: argparse.Namespace) -> int:
     confirmed = np.array(
         [answers.get(f, {}).get("label") == "confirmed" for f in sample.frame_ids], dtype=bool
     )
-    scores = score(index, sample.feats)
+    scores = score(index, sample.feats, meta.embedder_spec)  # positional memories score per region / cell
     result = recalibrate(meta, scores, confirmed, args.target_fpr, sample.coordinates())
     published = repo.publish(result.meta, index, activate=True, adapted=adapted, candidate=args.candidate)
     state = "candidate" if args.candidate else "active"

@@ -1,7 +1,7 @@
 """Build a feature extractor for an EmbedderSpec: image batch -> global feature or patch-feature grid.
 
 Global kind: the output of the backbone's global average pool, (N, 3, H, W)
--> (N, D). Patch kind: the stride-8/16 taps turned into one grid,
+-> (N, D), or with regions that pool over a grid, (N, D, R, C) (``regions.py``). Patch kind: the stride-8/16 taps turned into one grid,
 (N, 3, H, W) -> (N, D, H/8, W/8) (``patch_features.PatchFeatures``). Which
 backbones exist, their sizes and taps: ``registry.py``. ResNet weights come
 from torchvision's enums and cache (TORCH_HOME), a local file, or a seeded
@@ -22,6 +22,7 @@ from index_store import adapted as adapted_weights
 from index_store import efficientnet_lite
 from index_store.errors import SpecMismatch, WeightsUnavailable
 from index_store.patch_features import PatchFeatures
+from index_store.regions import RegionFeatures
 from index_store.registry import backbone
 from index_store.spec import EmbedderSpec
 from index_store.weights import file_sha256, load_checkpoint, seeded, spec_file
@@ -109,6 +110,8 @@ def build_backbone(spec: EmbedderSpec, adapted: Optional[Mapping[str, torch.Tens
             raise SpecMismatch(f"{spec.label()} is not fine-tuned, yet adapted weights were given")
         adapted_weights.apply(trunk, adapted)
     model = adapted_weights.L2Normalized(trunk).eval() if spec.is_adapted and not spec.is_patch else trunk
+    if spec.n_regions > 1:  # one vector per region, each L2-normalised (index_store/regions.py)
+        model = RegionFeatures(trunk, spec.regions, dim).eval()
     if spec.is_patch:
         model = PatchFeatures(trunk, spec.layers, spec.proj_dim, spec.proj_seed).eval()
         if model.channels != spec.tap_channels:
@@ -117,6 +120,6 @@ def build_backbone(spec: EmbedderSpec, adapted: Optional[Mapping[str, torch.Tens
             )
     with torch.no_grad():
         out = model(torch.zeros(1, 3, spec.crop, spec.crop))
-    if out.shape[:2] != (1, dim) or out.dim() != (4 if spec.is_patch else 2):
+    if out.shape[:2] != (1, dim) or out.dim() != (4 if spec.is_grid else 2):
         raise SpecMismatch(f"{spec.label()} gave features of shape {tuple(out.shape)}, expected dim {dim}")
     return model

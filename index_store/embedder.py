@@ -111,7 +111,7 @@ class Embedder:
         self.embed_tensor(torch.zeros(2 * self.spec.n_tiles, 3, *self.input_shape))
 
     def _empty(self) -> np.ndarray:
-        return np.zeros((0, 0, 0, self.dim) if self.spec.is_patch else (0, self.dim), dtype=np.float32)
+        return np.zeros((0, 0, 0, self.dim) if self.spec.is_grid else (0, self.dim), dtype=np.float32)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One RGB PIL image -> (T, 3, h, w) normalised float32 model inputs (index_store.preprocess, shared).
@@ -146,7 +146,7 @@ class Embedder:
             else:
                 x = x.to(self.device, dtype=self.dtype)
             feats = self.forward(x).float().cpu()
-            out.append(feats.permute(0, 2, 3, 1) if self.spec.is_patch else feats)
+            out.append(feats.permute(0, 2, 3, 1) if self.spec.is_grid else feats)
         if not out:
             return self._empty()
         return torch.cat(out).numpy().astype(np.float32, copy=False)

@@ -181,6 +181,14 @@ class PositionalMemory:
         scores = self.search_grid(rows.reshape(-1, h, w, rows.shape[1])).reshape(-1)
         return scores, np.full((scores.shape[0], self.k_used), -1, np.int64)
 
+    def nearest_rows(self, vector: np.ndarray, cell: tuple[int, int], k: int) -> np.ndarray:
+        """The rows of the ``k`` vectors held at ``cell`` nearest ``vector``, nearest first. In an exact
+        memory a cell's rows are the training frames in fit order (global regions and tiles: the frame
+        whose region there looked most like this one)."""
+        held = self.vectors[cell[0], cell[1]]
+        d = np.einsum("md,md->m", held - vector, held - vector)
+        return np.argsort(d, kind="stable")[:k]
+
     def _check(self, maps: np.ndarray) -> np.ndarray:
         q = np.asarray(maps)
         h, w = self.grid

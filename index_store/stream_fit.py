@@ -36,6 +36,7 @@ from index_store import knn, stream_sample
 from index_store.build import vector_origins
 from index_store.fitting import FitConfig, FitError, build, fit, score
 from index_store.repository import IndexMeta
+from index_store.spec import EmbedderSpec
 from index_store.stream_defaults import CLEAN_FRACTION as STREAM_CLEAN_FRACTION
 
 __all__ = ["STREAM_CLEAN_FRACTION", "StreamFit", "fit_stream"]
@@ -72,11 +73,12 @@ def fit_stream(
             f"no frames left to fit on ({len(feats)} embedded, {len(unique)} after de-duplication)"
         )
     plain = dataclasses.replace(cfg, clean_fraction=0.0)  # cleaned above
+    geometry = EmbedderSpec.from_dict(spec)  # positional memories (global regions, tiles) need it
     held_out = len(held)
     if holdout is None and len(held):
-        held = held[~far_out(score(build(feats[train_rows], plain), feats[held]))]
+        held = held[~far_out(score(build(feats[train_rows], plain, geometry), feats[held], geometry))]
     cal_feats = holdout if holdout is not None else feats[held]
-    index, cal, _ = fit(feats[train_rows], plain, cal_feats if len(cal_feats) else None)
+    index, cal, _ = fit(feats[train_rows], plain, cal_feats if len(cal_feats) else None, spec=geometry)
     counts = {"embedded": len(feats), "deduplicated": len(unique), "train": len(train_rows),
               "held_out": held_out, "holdout": len(cal_feats)}  # fmt: skip
     train_origins = [origins[i] for i in train_rows]
@@ -85,7 +87,7 @@ def fit_stream(
         kind=index.kind,
         k=index.k,
         dim=index.dim,
-        n_vectors=index.size,
+        n_vectors=index.to_arrays()[0].shape[0] if hasattr(index, "to_arrays") else index.size,
         spec=spec,
         clusters=cfg.clusters or cfg.coreset,
         n_train=len(train_rows),

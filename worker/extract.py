@@ -98,16 +98,17 @@ class ImageExtractor:
 
 
 class NullExtractor:
-    """No decode, no embedding: zeros of the index's dimension (to measure everything else)."""
+    """No decode, no embedding: zeros of the index's dimension (to measure everything else). ``grid``: the
+    (h, w) of each frame's features when the index holds a grid per frame (positional: regions, tiles)."""
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
+    def __init__(self, dim: int, grid: tuple[int, ...] = ()) -> None:
+        self.dim, self.grid = dim, tuple(grid)
 
     def prepare(self, record: FrameRecord) -> Any:
         return None
 
     def embed(self, prepared: Sequence[Any]) -> np.ndarray:
-        return np.zeros((len(prepared), self.dim), dtype=np.float32)
+        return np.zeros((len(prepared), *self.grid, self.dim), dtype=np.float32)
 
 
 class PilExtractor:

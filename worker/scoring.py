@@ -5,7 +5,9 @@ source is routed to. With ``window > 1`` a per-source sliding window of
 embeddings also gets a group score (DN2's mean-pooled group anomaly rule).
 Every record says why: a patch index gives the anomaly map and the hotspot
 (in the frame's pixels); a global index names the nearest normal training
-frames (the index meta's origins).
+frames (the index meta's origins), and a whole-frame global index's regions
+(index_store/regions.py) give a coarse map and hotspot as well, its nearest
+frames judged at the worst region.
 """
 
 from __future__ import annotations
@@ -90,13 +92,14 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
     if feats.ndim == 4:
         scores, maps = score_maps(loaded.knn, feats, spec)
         whys = []
-        for s, m, (w, h), label in zip(scores, maps, sizes, labels):
+        for i, (s, m, (w, h), label) in enumerate(zip(scores, maps, sizes, labels)):
             stitched, box = frame_map(m, spec, w, h)
             region = [int(round(v)) for v in box]
             amap = {**encode_map(stitched.tolist()), "box": region}
             if spec.zones:  # so explain and the review page can draw what was left out
                 amap["ignore"] = [[round(z[0] * w), round(z[1] * h), round(z[2] * w), round(z[3] * h)] for z in spec.zones]
-            whys.append(Why(float(s), label, hotspot_in(stitched, box, w, h), amap))
+            neighbors = None if spec.is_patch else region_neighbors(loaded, feats[i], m)
+            whys.append(Why(float(s), label, hotspot_in(stitched, box, w, h), amap, neighbors))
         return whys
     scores, ids = loaded.knn.search(feats)
     origins = loaded.meta.origins
@@ -104,6 +107,18 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
         Why(float(s), label, neighbors=[origins[j] for j in row if 0 <= j < len(origins)] or None)
         for s, row, label in zip(scores, ids, labels)
     ]
+
+
+def region_neighbors(loaded: LoadedIndex, grid: np.ndarray, amap: np.ndarray, k: int = 2) -> Optional[list[str]]:
+    """A global grid index (regions, tiles) with an exact memory: the training frames whose vectors at the
+    frame's worst region are nearest its own (None when the memory is compressed or was fed back since)."""
+    memory, origins = loaded.index, loaded.meta.origins
+    if getattr(memory, "kind", "") != "exact" or not hasattr(memory, "nearest_rows"):
+        return None
+    if memory.per_cell != len(origins):
+        return None
+    cell = np.unravel_index(int(np.argmax(amap)), amap.shape)
+    return [origins[j] for j in memory.nearest_rows(grid[cell], (int(cell[0]), int(cell[1])), k)] or None
 
 
 def frame_geometry(spec: "EmbedderSpec", frame_w: int, frame_h: int) -> str:

@@ -25,6 +25,7 @@ import redis
 
 from framewatch.bench import synthetic_jpegs
 from framewatch.cli import main
+from index_store import fitting
 from index_store.build import embed_paths
 from index_store.embedder import Embedder
 from index_store.repository import IndexRepository
@@ -66,8 +67,8 @@ def test_worker_score_equals_fit_time_score_for_the_same_jpeg(kafka_settings, re
     repo = IndexRepository(redis.Redis.from_url(redis_url), prefix)
     meta, index = repo.load("same")
     new = sorted((tmp_path / "new").iterdir())
-    at_fit = index.score(embed_paths(Embedder(meta.embedder_spec, device=device, runtime="torch"), new,
-                                     progress=False))  # fmt: skip
+    feats = embed_paths(Embedder(meta.embedder_spec, device=device, runtime="torch"), new, progress=False)
+    at_fit = fitting.score(index, feats, meta.embedder_spec)  # a whole-frame global index: its 4x6 regions
 
     topics = h.topics_for(unique, kafka_settings, partitions=1)
     running = h.start_worker(h.worker_config(kafka_settings, redis_url, prefix, topics, unique, index="same",

@@ -99,7 +99,7 @@ def test_worker_scores_a_patch_index_with_hotspot_and_map(kafka_settings, redis_
         assert im.size == (2 * W, H)  # the frame beside the frame with its map
 
 
-def test_worker_names_the_nearest_normal_frames_for_a_global_index(kafka_settings, redis_url, unique,
+def test_worker_names_the_nearest_normal_frames_and_the_region_for_a_global_index(kafka_settings, redis_url, unique,
                                                                   tmp_path, monkeypatch):  # type: ignore[no-untyped-def]  # fmt: skip
     from framewatch.cli import main
 
@@ -114,15 +114,18 @@ def test_worker_names_the_nearest_normal_frames_for_a_global_index(kafka_setting
     finally:
         running.close()
     rec = h.scores(kafka_settings, topics.scores)[0]
-    assert rec.hotspot is None and rec.anomaly_map is None
+    # a whole-frame global index pools 4x6 regions: a coarse map over the frame, and its worst region
+    # names the nearest normal frames
+    assert len(decode_map(rec.anomaly_map)) == 4 and len(decode_map(rec.anomaly_map)[0]) == 6
+    assert rec.anomaly_map["box"] == [0, 0, W, H] and rec.hotspot is not None
     assert rec.neighbors is not None and len(rec.neighbors) == 2
     assert Path(rec.neighbors[0]) == (train / "normal-3.png").resolve()  # a training frame is its own nearest
 
     monkeypatch.setenv("FRAMEWATCH_TOPIC_SCORES", topics.scores)
     out = tmp_path / "why.png"
     assert main(["explain", "copy", "--kafka", kafka_settings.bootstrap, "--out", str(out)]) == 0
-    with Image.open(out) as im:
-        assert im.width == 3 * 256  # the frame and its two neighbours
+    with Image.open(out) as im:  # the frame beside its map, above the frame and its two neighbours
+        assert im.size == (max(2 * W, 3 * 256), H + 256 + 20)
 
 
 def test_worker_refuses_a_patch_index_it_cannot_reproduce(kafka_settings, redis_url, unique):  # type: ignore[no-untyped-def]

@@ -157,7 +157,7 @@ def test_global_tiles_are_each_compared_with_their_own_position_and_absorb_feedb
     from index_store.repository import IndexMeta
 
     spec = dataclasses.replace(default_spec("resnet18", view="full"), weights="random:0", input_size=64,
-                               tiles=(2, 2), tile_overlap=0.1)  # fmt: skip
+                               tiles=(2, 2), tile_overlap=0.1, regions=(1, 1))  # fmt: skip
     emb, index, cal = fit(spec)
     assert hasattr(index, "search_grid") and index.grid == (2, 2) and index.radius == 0
     intruder = with_square(scene(80), x=270, y=130, side=40)
@@ -172,6 +172,42 @@ def test_global_tiles_are_each_compared_with_their_own_position_and_absorb_feedb
     assert new_meta.feedback["method"] == "positional-append"
     assert anomaly_maps.score_maps(new_index, feats[1:], emb.spec)[0][0] < 1e-3
     assert anomaly_maps.score_maps(new_index, feats[:1], emb.spec)[0][0] <= scores[0] + 1e-4
+
+
+def test_a_whole_frame_global_index_pools_regions_and_finds_a_small_intruder_at_the_side() -> None:
+    """The default whole-frame global index: one forward pass, the map pooled over 4x6 regions, each
+    region judged against its own place; a small intruder at the far side of a 16:9 frame is flagged and
+    the hotspot lies over it, while a one-vector (DN2) index of the same frames is moved less."""
+    glob = dataclasses.replace(default_spec("resnet18", view="full"), weights="random:0", input_size=96)
+    assert glob.regions == (4, 6) and glob.positional
+    emb, index, cal = fit(glob, n=12)
+    intruder = with_square(scene(80), x=W - 40, y=H // 2 - 12, side=28)  # the right-hand edge band
+    feats = emb.embed([rgb(scene(81)), rgb(intruder)])
+    assert feats.shape == (2, 4, 6, 512)
+    assert np.allclose(np.linalg.norm(feats, axis=-1), 1.0, atol=1e-4)  # each region L2-normalised
+    scores, maps = anomaly_maps.score_maps(index, feats, emb.spec)
+    assert scores[0] <= cal.threshold < scores[1]
+    assert np.unravel_index(int(np.argmax(maps[1])), maps[1].shape)[1] == 5, maps[1]  # the last column
+    x0, _y0, _x1, _y1 = anomaly_maps.hotspot(maps[1], emb.spec, W, H)
+    assert x0 >= W * 2 // 3
+    one = dataclasses.replace(glob, regions=(1, 1))
+    emb1, index1, cal1 = fit(one, n=12)
+    s1 = fitting.score(index1, emb1.embed([rgb(scene(81)), rgb(intruder)]), emb1.spec)
+    assert (s1[1] - s1[0]) / cal1.threshold < (scores[1] - scores[0]) / cal.threshold
+
+
+def test_regions_are_recorded_only_when_used_and_need_a_whole_frame_global_index() -> None:
+    one = dataclasses.replace(default_spec("resnet18", view="full"), weights="random:0", regions=(1, 1))
+    assert "regions" not in one.to_dict()  # indexes fit before regions keep their fingerprint
+    grid = dataclasses.replace(one, regions=(4, 6))
+    assert grid.to_dict()["regions"] == [4, 6] and grid.fingerprint() != one.fingerprint()
+    assert EmbedderSpec.from_dict(grid.to_dict()) == grid
+    assert "regions 4x6" in grid.resolved(W, H).geometry_label()
+    for bad in ({"regions": [0, 2]}, {"regions": [2, 2], "view": "center"}):
+        with pytest.raises(SpecMismatch):
+            EmbedderSpec.from_dict({**one.to_dict(), **bad})
+    with pytest.raises(SpecMismatch):
+        EmbedderSpec.from_dict({**BASE.to_dict(), "regions": [2, 2]})  # a patch index is already a grid
 
 
 def test_a_frame_of_unknown_size_is_scored_as_full_not_stretched() -> None:

@@ -73,9 +73,13 @@ def test_mvtec_eval_reports_image_and_pixel_auc_per_category(tree: Path, tmp_pat
     assert "| tiles |" in capsys.readouterr().out
 
     assert main(["eval", "--dataset", "mvtec", "--data", str(tree), "--kind", "global", "--clusters", "2",
-                 "--cache-dir", "", "--out-json", str(out), *COMMON]) == 0  # fmt: skip
+                 "--regions", "1x1", "--cache-dir", "", "--out-json", str(out), *COMMON]) == 0  # fmt: skip
     glob = json.loads(out.read_text())["results"]
-    assert glob["methods"] == ["exact", "C=2"] and "mean_pixel_auc" not in glob  # no maps from a global index
+    assert glob["methods"] == ["exact", "C=2"] and "mean_pixel_auc" not in glob  # one vector per image: no map
+    assert main(["eval", "--dataset", "mvtec", "--data", str(tree), "--kind", "global", "--clusters", "2",
+                 "--cache-dir", "", "--out-json", str(out), *COMMON]) == 0  # fmt: skip
+    regions = json.loads(out.read_text())["results"]  # the default: 4x6 regions, a coarse map per image
+    assert set(regions["mean_pixel_auc"]) == set(regions["methods"]) == {"exact", "C=2"}
 
 
 def test_folder_eval_with_patch_kind_keeps_the_json_shape(tree: Path, tmp_path: Path) -> None:
