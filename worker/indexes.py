@@ -67,8 +67,14 @@ class IndexSet:
         metrics: WorkerMetrics,
         poll_s: float = 5.0,
         searcher_for: Optional[Callable[[KnnIndex], Searcher]] = None,
+        on_event: Optional[Callable[[str], None]] = None,
+        on_subscribe: Optional[Callable[[], None]] = None,
     ) -> None:
-        """``searcher_for`` builds each loaded version's searcher, on the watcher thread (None: faiss)."""
+        """``searcher_for`` builds each loaded version's searcher, on the watcher thread (None: faiss).
+        ``on_event`` gets the name of each activation of an index not in ``names``, and ``on_subscribe`` is
+        called after each (re)subscription: so per-camera indexes (worker/camera_indexes.py) follow the same
+        one subscription."""
+        self.on_event, self.on_subscribe = on_event, on_subscribe
         self.repo_factory = repo_factory
         self.searcher_for = searcher_for
         self.names = names
@@ -225,6 +231,8 @@ class IndexSet:
                 pubsub = repo.r.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(repo.keys.events)
                 self.refresh(repo)
+                if self.on_subscribe is not None:
+                    self.on_subscribe()
                 if self.redis_error:
                     log.info("redis reachable again")
                 self.redis_error = self.watch_error = None
@@ -235,6 +243,8 @@ class IndexSet:
                     if event is None or event[0] in self.names:
                         self.refresh(repo)  # on our event, or as the periodic check
                         self.watch_error = None
+                    elif self.on_event is not None:
+                        self.on_event(event[0])  # another index's activation: per-camera ones follow it
             except redis.AuthenticationError as e:  # a ConnectionError subclass: first
                 self.redis_error = f"redis refused the credentials: {e}"
                 log.error("%s; serving held indexes, retrying in %.1fs", self.redis_error, backoff)
