@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Optional
 
 import redis
@@ -46,6 +47,11 @@ class LoadedIndex:
     meta: IndexMeta
     index: KnnIndex
     searcher: Optional[Searcher] = None  # searches ``index`` elsewhere (e.g. a DeviceKnn); None: faiss
+
+    @cached_property
+    def spec(self) -> EmbedderSpec:
+        """The version's embedder spec, parsed once (scoring asks per frame)."""
+        return self.meta.embedder_spec
 
     @property
     def knn(self) -> Searcher:

@@ -92,7 +92,7 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
     A map also says which part of the frame it covers (``"box"``, frame pixels: the whole frame in the
     full view, tiles stitched), so a viewer can lay it over the image without knowing the preprocessing.
     """
-    spec = loaded.meta.embedder_spec
+    spec = loaded.spec
     labels = [frame_geometry(spec, w, h) for w, h in sizes]
     if feats.ndim == 4:
         scores, maps = score_maps(loaded.knn, feats, spec)
@@ -127,7 +127,7 @@ def frame_geometry(spec: "EmbedderSpec", frame_w: int, frame_h: int) -> str:
 def window_score(loaded: LoadedIndex, window: np.ndarray) -> float:
     """Group score of a (W, D) window of embeddings or a (W, h, w, D) window of patch grids."""
     if window.ndim == 4:
-        spec = loaded.meta.embedder_spec
+        spec = loaded.spec
         return float(score_maps(loaded.knn, window.mean(axis=0, keepdims=True), spec)[0][0])
     return group_score(loaded.knn, window)
 
@@ -217,7 +217,7 @@ class Scorer:
             is_anomaly=bool(threshold is not None and score > threshold),
             index_name=meta.name,
             index_version=meta.version,
-            backbone=loaded.meta.embedder_spec.label(),
+            backbone=loaded.spec.label(),
             latency_s=max(0.0, now - rec.capture_time) if rec.capture_time else 0.0,
             origin=rec.origin,
             normalized_score=(score / threshold) if threshold else None,
