@@ -351,7 +351,7 @@ class Worker:
         assert self.extractor is not None  # consumption is held until the scorer is built
         if self.cameras is not None:  # its camera's index loads while the frame decodes and waits for its batch
             route = self.routing.route(record.source)
-            if route.per_camera:
+            if route.per_camera and route.name not in self.indexes.snapshot():
                 self.cameras.want(route.name)
         prepared = self.pool.submit(self.extractor.prepare, record)
         self.batcher.add(PendingFrame(record, prepared, msg.topic, msg.partition, msg.offset, msg.key,

@@ -179,12 +179,15 @@ class Scorer:
         """Each frame's index: its route's, or for a per-camera route its camera's own when held, else the
         default index with the reason (worker/camera_indexes.py)."""
         routes = [self.routing.route(f.record.source) for f in frames]
-        own = [r.name for r in routes if r.per_camera]
+        own = [r.name for r in routes if r.per_camera and r.name not in indexes]
         found = self.cameras.resolve(own) if own and self.cameras is not None else {}
         chosen: list[Chosen] = []
         for route in routes:
             if not route.per_camera:
                 chosen.append((indexes[route.name], None, ""))
+                continue
+            if route.name in indexes:  # the camera's index is one the worker holds anyway (e.g. the fallback's name)
+                chosen.append((indexes[route.name], route.name, ""))
                 continue
             got = found.get(route.name, "missing")
             if isinstance(got, str):

@@ -151,6 +151,13 @@ def test_a_camera_with_its_own_index_is_scored_by_it_and_one_without_by_the_fall
     assert repo.loads == {"cam-a": 1}  # a camera without an index is not looked up again per frame
 
 
+def test_a_camera_named_like_the_fallback_is_scored_by_the_index_held_without_loading_it_again(repo, cameras):
+    repo.publish("yard")
+    (rec,) = score(cameras, ["yard"], routes=("*={source}",))
+    assert (rec.index_name, rec.camera_index, rec.index_fallback) == ("yard", "yard", "")
+    assert repo.loads == {}
+
+
 def test_an_index_of_another_backbone_is_refused_and_its_camera_goes_to_the_fallback(repo, cameras):
     repo.publish("cam-x", spec=EmbedderSpec(backbone="resnet50"))
     (rec,) = score(cameras, ["cam-x"])
