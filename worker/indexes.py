@@ -21,6 +21,11 @@ the version it serves is gone from Redis (log, /readyz,
 (re)connection reads Redis's ``maxmemory-policy``; one that may evict index keys
 (index_store/redis_policy.py) is logged and shown on /readyz
 (``framewatch_redis_eviction_unsafe``).
+
+The indexes named here are those the worker needs to start (the default and
+fixed routes). Per-camera indexes (``--route 'PATTERN={source}'``) live in
+worker/camera_indexes.py; this watcher's one subscription hands them the
+activations of other names (``on_event``) and says when it (re)subscribed.
 """
 
 from __future__ import annotations
