@@ -158,7 +158,8 @@ class CameraIndexes:
     def summary(self) -> str:
         missing = sum(1 for a in list(self._absent.values()) if a.reason == "missing")
         return (f"per-camera indexes: {len(self.cache)} held ({self.cache.bytes / 2**20:.0f} of "
-                f"{self.cache.budget_bytes / 2**20:.0f} MiB), {missing} cameras without their own")  # fmt: skip
+                f"{self.cache.budget_bytes / 2**20:.0f} MiB, {self.cache.evictions} evicted so far), "
+                f"{missing} cameras without their own")  # fmt: skip
 
     def problems(self) -> list[str]:
         """Refused per-camera indexes (their cameras are scored by the fallback), summarised."""

@@ -38,6 +38,7 @@ def test_each_camera_is_scored_by_its_own_index_or_the_fallback(kafka_settings, 
         }, seen
         status, body = worker.get("/readyz")
         assert status == 200 and "cam-x@1" in body and "refused" in body, body
+        assert "per-camera indexes: 1 held" in body and "1 cameras without their own" in body, body
         assert worker.metric('framewatch_frames_fallback_total{reason="missing"}') == 4
         assert worker.metric('framewatch_camera_index_loads_total{result="refused"}') == 1
         assert "per-camera index cam-x version 1 refused" in worker.output()
