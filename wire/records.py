@@ -247,6 +247,11 @@ class ScoreRecord:
     # frames: resized to the index's input shape all the same; refit the camera)
     frame_size: Optional[list[int]] = None
     geometry: str = ""
+    # (schema 4) per-camera routes (--route 'PATTERN={source}'): ``camera_index`` names the camera's own
+    # index; when ``index_fallback`` is set ("missing": it has none; "loading": not loaded in time; "refused":
+    # another backbone or bad data; "error": Redis failed), the fallback index (``index_name``) scored the frame.
+    camera_index: Optional[str] = None
+    index_fallback: str = ""
 
     def encode(self) -> tuple[bytes, bytes]:
         """Return (key, value) for a Kafka message (strict JSON: a non-finite number raises ValueError)."""
