@@ -59,6 +59,7 @@ OWN_COMMANDS = [
     ["work"],
     ["watch"],
     ["demo"],
+    ["learn"],
 ]
 
 
