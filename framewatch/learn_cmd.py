@@ -14,6 +14,18 @@ from index_store import stream_defaults
 log = logging.getLogger("framewatch.learn")
 
 
+def name_template(text: str) -> str:
+    """An index name template: must contain ``{source}`` (one index per camera)."""
+    if "{source}" not in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a template with {{source}}, e.g. 'site1-{{source}}', got {text!r}"
+        )
+    return text
+
+
+name_template.__name__ = "template"
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from framewatch.index_cmd import add_model_flags
 
@@ -29,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--match", action="append", required=True, metavar="PATTERN",
                    help="learn the cameras whose source id matches this shell-style pattern (repeatable)")  # fmt: skip
-    p.add_argument("--name", default="{source}", metavar="TEMPLATE",
+    p.add_argument("--name", type=name_template, default="{source}", metavar="TEMPLATE",
                    help="index name of a camera; {source} is replaced by its source id")  # fmt: skip
     p.add_argument("--frames", type=flags.int_at_least(2), default=500, metavar="N",
                    help="frames of a camera to see before fitting")  # fmt: skip
