@@ -160,3 +160,40 @@ def test_progress_records_say_what_status_shows():
 def test_a_policy_that_cannot_work_is_refused(policy, says):
     with pytest.raises(PolicyError, match=says.replace("{", r"\{").replace("}", r"\}")):
         LearnPolicy(**policy)  # type: ignore[arg-type]
+
+
+class FakeRepo:
+    """What `framewatch status` reads: learning records, active pointers, candidates."""
+
+    def __init__(self, records: dict, active: dict, candidates: dict) -> None:  # type: ignore[type-arg]
+        self.records, self.active, self.cands = records, active, candidates
+
+    def learning(self) -> dict:  # type: ignore[type-arg]
+        return self.records
+
+    def active_version(self, name: str) -> object:
+        return self.active.get(name)
+
+    def candidates(self, name: str) -> list[int]:
+        return self.cands.get(name, [])
+
+
+def test_status_says_which_cameras_are_learning_failed_candidate_or_active():
+    from framewatch.status_cmd import learning
+
+    rec = {"frames": 500, "span_s": 1800.0, "partition": 0, "first_offset": 0}
+    repo = FakeRepo(
+        {"cam-a": {**rec, "index": "cam-a", "state": "fitted", "version": 1, "error": ""},
+         "cam-b": {**rec, "index": "cam-b", "state": "fitted", "version": 1, "error": ""},
+         "cam-c": {**rec, "index": "cam-c", "state": "fitted", "version": 1, "error": ""},
+         "cam-d": {**rec, "index": "cam-d", "state": "learning", "frames": 12, "version": None, "error": ""},
+         "cam-e": {**rec, "index": "cam-e", "state": "failed", "version": None, "error": "TopicReadError: gone"}},
+        active={"cam-a": 1, "cam-c": 2}, candidates={"cam-b": [1]},
+    )  # fmt: skip
+    rows = {line.split()[0]: line for line in learning(repo)[2:]}
+    assert rows["cam-a"].split()[2] == "active"
+    assert rows["cam-b"].split()[2] == "candidate"
+    assert rows["cam-c"].split()[2] == "fitted" and "(active: 2)" in rows["cam-c"]  # superseded since
+    assert rows["cam-d"].split()[2:4] == ["learning", "12"]
+    assert rows["cam-e"].split()[2] == "failed" and rows["cam-e"].endswith("TopicReadError: gone")
+    assert learning(FakeRepo({}, {}, {})) == []
