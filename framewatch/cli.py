@@ -50,6 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("framewatch.status_cmd", "live workers: group, partitions, index versions, lag, readiness"),
     "explain": ("framewatch.explain_cmd", "render why a frame scored as it did (anomaly map or nearest normals)"),
     "bench": ("framewatch.bench_cmd", "measure one worker's throughput and latency on this machine"),
+    "learn": ("framewatch.learn_cmd", "fit an index for each new camera from its own stream"),
 }
 
 

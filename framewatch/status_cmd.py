@@ -1,5 +1,6 @@
 """``framewatch status``: every live worker from its Redis heartbeat (group, partitions, indexes, lag, readiness),
-then each camera's alarm rate against its index's target and its score drift (worker/drift.py)."""
+then each camera's alarm rate against its index's target and its score drift (worker/drift.py), then the cameras
+``framewatch learn`` is learning or has learned (learning, fitting, failed, candidate, active)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,25 @@ def _percent(value: Any) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "-"
 
 
+def learning(repo: Any) -> list[str]:
+    """One line per camera ``framewatch learn`` has taken up: learning (frames, span), fitting, failed (why),
+    or its learned version and whether it is a candidate or active now."""
+    records = repo.learning()
+    if not records:
+        return []
+    lines = ["", f"{'LEARNING CAMERA':<20} {'INDEX':<20} {'STATE':<10} {'FRAMES':>6} {'SPAN':>7}  DETAIL"]
+    for source, r in sorted(records.items()):
+        state, index, version = str(r.get("state", "?")), str(r.get("index", "-")), r.get("version")
+        detail = str(r.get("error") or "")
+        if state == "fitted" and isinstance(version, int):
+            active = repo.active_version(index)
+            state = "active" if active == version else "candidate" if version in repo.candidates(index) else state
+            detail = f"version {version}" + (f" (active: {active})" if active not in (None, version) else "")
+        lines.append(f"{source:<20} {index:<20} {state:<10} {r.get('frames', 0):>6} "
+                     f"{float(r.get('span_s') or 0) / 60:>6.1f}m  {detail}")  # fmt: skip
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from index_store.keys import Keys
     from worker.heartbeat import read_all
@@ -78,6 +98,10 @@ def run(args: argparse.Namespace) -> int:
     settings = flags.redis_settings(args)
     from framewatch.admin import repository
 
-    states = read_all(repository(settings).r, Keys(settings.key_prefix))
+    repo = repository(settings)
+    states = read_all(repo.r, Keys(settings.key_prefix))
     print(json.dumps(states, indent=1, sort_keys=True) if args.json else render(states, time.time()))
+    lines = [] if args.json else learning(repo)
+    if lines:
+        print("\n".join(lines))
     return 0

@@ -1,5 +1,5 @@
-"""A camera's sampled frames from the frames topic, decoded and embedded: what ``index fit --from-topic``
-and ``index recalibrate`` both start from.
+"""A camera's sampled frames from the frames topic, decoded and embedded: what ``index fit --from-topic``,
+``index recalibrate`` and ``framewatch learn`` start from.
 
 Frames are decoded as the worker decodes them (``wire.records.FrameRecord`` and
 ``worker.decode.decode_image`` at the spec's resize), so a frame the worker
@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from framewatch.topic_frames import CameraPartition, Period, RawFrame, TopicReadError, stream_origin
+from framewatch.topic_frames import CameraPartition, Located, Period, RawFrame, TopicReadError, stream_origin
 from index_store import stream_defaults, stream_sample
 from wire.errors import WireError
 from wire.records import FrameRecord
@@ -73,25 +73,53 @@ def read_sample(
     """
     with CameraPartition(settings, topic, source) as part:
         located = part.locate(period)
-        picked = [located[i].offset for i in stream_sample.pick(len(located), every, max_frames)]
-        log.info("%s/%d: %d frames of %r in the period (%s), %d picked", topic, part.partition, len(located),
-                 source, period.describe(), len(picked))  # fmt: skip
-        sample = CameraSample(topic, source, part.partition, period, np.zeros(0), located=len(located))
-        if not picked:
-            raise TopicReadError(f"no frames of source {source!r} on {topic}/{part.partition} "
-                                 f"({period.describe()}; offsets {part.begin}..{part.end})")  # fmt: skip
-        bar = _bar(len(picked), f"frames of {source}", progress)
-        chunks: list[np.ndarray] = []
-        batch: list[tuple[RawFrame, FrameRecord, Any]] = []
-        for raw in part.fetch(picked, on_each=lambda: bar.update(1)):
-            decoded = _decode(raw, embedder.spec.draft_side, topic, part.partition, sample.bad)
-            if decoded is not None:
-                batch.append((raw, *decoded))
-            if len(batch) >= embedder.batch_size:
-                chunks.append(_embed(embedder, batch, sample, topic, part.partition))
-        if batch:
+        return _sample(part, located, period, embedder, every, max_frames, progress)
+
+
+def sample_located(
+    settings: KafkaSettings,
+    topic: str,
+    source: str,
+    partition: int,
+    located: Sequence[Located],
+    period: Period,
+    embedder: Any,
+    max_frames: Optional[int] = stream_defaults.MAX_FRAMES,
+) -> CameraSample:
+    """As ``read_sample``, for frames whose offsets are known already (``framewatch learn`` noted them as it
+    consumed them): no scan to locate them, only the picked frames' range of ``partition`` is read.
+
+    :raises TopicReadError: none of the picked frames could be read or decoded.
+    """
+    with CameraPartition(settings, topic, source, partition=partition) as part:
+        retained = [f for f in located if f.offset >= part.begin]  # retention may have passed the oldest
+        return _sample(part, retained, period, embedder, None, max_frames, progress=False)
+
+
+def _sample(
+    part: CameraPartition, located: list[Located], period: Period, embedder: Any, every: Optional[int],
+    max_frames: Optional[int], progress: bool,
+) -> CameraSample:  # fmt: skip
+    topic, source = part.topic, part.source
+    picked = [located[i].offset for i in stream_sample.pick(len(located), every, max_frames)]
+    log.info("%s/%d: %d frames of %r in the period (%s), %d picked", topic, part.partition, len(located),
+             source, period.describe(), len(picked))  # fmt: skip
+    sample = CameraSample(topic, source, part.partition, period, np.zeros(0), located=len(located))
+    if not picked:
+        raise TopicReadError(f"no frames of source {source!r} on {topic}/{part.partition} "
+                             f"({period.describe()}; offsets {part.begin}..{part.end})")  # fmt: skip
+    bar = _bar(len(picked), f"frames of {source}", progress)
+    chunks: list[np.ndarray] = []
+    batch: list[tuple[RawFrame, FrameRecord, Any]] = []
+    for raw in part.fetch(picked, on_each=lambda: bar.update(1)):
+        decoded = _decode(raw, embedder.spec.draft_side, topic, part.partition, sample.bad)
+        if decoded is not None:
+            batch.append((raw, *decoded))
+        if len(batch) >= embedder.batch_size:
             chunks.append(_embed(embedder, batch, sample, topic, part.partition))
-        bar.close()
+    if batch:
+        chunks.append(_embed(embedder, batch, sample, topic, part.partition))
+    bar.close()
     if not chunks:
         raise TopicReadError(
             f"none of the {len(picked)} picked frames of {source!r} could be decoded: {dict(sample.bad)}"

@@ -44,26 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from framewatch.admin import repository
     from framewatch.index_safety import check_backbone
     from framewatch.stream_frames import read_sample
-    from index_store.build import embed_paths, image_paths, spec_for
+    from index_store.build import embed_paths, image_paths
     from index_store.embedder import Embedder, set_cpu_threads
-    from index_store.fitting import PATCH_DEFAULT_CLUSTERS, FitConfig
-    from index_store.stream_fit import STREAM_CLEAN_FRACTION, fit_stream
+    from index_store.stream_fit import fit_stream
 
-    from framewatch import geometry_flags
-
-    spec = spec_for(args.backbone, weights, args.kind)
-    if args.crop and args.view == "full" and args.input_size is None:
-        args.input_size = args.crop
-    elif args.crop:
-        spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
-    spec = geometry_flags.apply(args, spec)
-    if getattr(args, "precision", None):
-        spec = dataclasses.replace(spec, precision=args.precision)
-    clusters = args.clusters
-    if args.kind == "patch" and clusters is None and args.coreset is None:
-        clusters = PATCH_DEFAULT_CLUSTERS
-    clean = STREAM_CLEAN_FRACTION if args.clean_fraction is None else args.clean_fraction
-    cfg = FitConfig(clusters, args.k, clean, args.target_fpr, args.seed, args.coreset)
+    spec = stream_spec(args, weights)
+    cfg = stream_fit_config(args)
     holdout_paths = image_paths(args.holdout) if args.holdout else ()
     repo = repository(redis_settings)
     set_cpu_threads(args.threads)
@@ -90,6 +76,34 @@ def run(args: argparse.Namespace) -> int:
     )
     print(_summary(meta, sample, result.counts, args))
     return 0
+
+
+def stream_spec(args: argparse.Namespace, weights: str) -> Any:
+    """The embedder spec the model and geometry flags give (``index fit --from-topic``, ``learn``)."""
+    from framewatch import geometry_flags
+    from index_store.build import spec_for
+
+    spec = spec_for(args.backbone, weights, args.kind)
+    if args.crop and args.view == "full" and args.input_size is None:
+        args.input_size = args.crop
+    elif args.crop:
+        spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
+    spec = geometry_flags.apply(args, spec)
+    if getattr(args, "precision", None):
+        spec = dataclasses.replace(spec, precision=args.precision)
+    return spec
+
+
+def stream_fit_config(args: argparse.Namespace) -> Any:
+    """The FitConfig of a fit from a stream: the folder's flags, cleaning on by default."""
+    from index_store.fitting import PATCH_DEFAULT_CLUSTERS, FitConfig
+    from index_store.stream_fit import STREAM_CLEAN_FRACTION
+
+    clusters = args.clusters
+    if args.kind == "patch" and clusters is None and args.coreset is None:
+        clusters = PATCH_DEFAULT_CLUSTERS
+    clean = STREAM_CLEAN_FRACTION if args.clean_fraction is None else args.clean_fraction
+    return FitConfig(clusters, args.k, clean, args.target_fpr, args.seed, args.coreset)
 
 
 def _summary(meta: Any, sample: Any, counts: dict[str, int], args: argparse.Namespace) -> str:

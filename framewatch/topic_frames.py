@@ -102,7 +102,10 @@ class CameraPartition:
         source: str,
         clock: Callable[[], float] = time.time,
         poll_timeout_s: float = 30.0,
+        partition: Optional[int] = None,
     ) -> None:
+        """``partition``: the one to read (where a consumer saw the camera's frames); default: the one the
+        producer's partitioner maps ``source`` to."""
         from kafka import KafkaConsumer, TopicPartition
 
         self.topic, self.source, self.clock = topic, source, clock
@@ -114,7 +117,11 @@ class CameraPartition:
             partitions = self._consumer.partitions_for_topic(topic)
             if not partitions:
                 raise TopicReadError(f"topic {topic!r} does not exist or has no partitions")
-            self.partition = sorted(partitions)[partition_for(source, len(partitions))]
+            if partition is not None and partition not in partitions:
+                raise TopicReadError(f"topic {topic!r} has no partition {partition}")
+            if partition is None:
+                partition = sorted(partitions)[partition_for(source, len(partitions))]
+            self.partition = partition
             self.tp = TopicPartition(topic, self.partition)
             self._consumer.assign([self.tp])
             self.begin = self._consumer.beginning_offsets([self.tp])[self.tp]

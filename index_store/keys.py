@@ -15,6 +15,8 @@
                                  ({"label": "normal"|"confirmed", "by", "at", ...})
 {p}:index:{name}:review:incidents  hash: incident id -> JSON answer for a whole incident ("normal": the frames
                                  it absorbed and the version; "confirmed": the frames it covered)
+{p}:learn:cameras                hash: camera (source id) -> JSON progress of `framewatch learn` (learning,
+                                 fitting, fitted with its index and version, failed with the error)
 {p}:index:{name}:review:lock     held (with an expiry) while marked frames are absorbed: one absorption at a
                                  time per index, across review pages and `index add` (review/marking.py)
 """
@@ -62,6 +64,10 @@ class Keys:
     def health_pattern(self) -> str:
         """SCAN pattern matching every worker's health key."""
         return f"{self.prefix}:worker:*:health"
+
+    @property
+    def learn_cameras(self) -> str:
+        return f"{self.prefix}:learn:cameras"
 
     def review(self, name: str) -> str:
         return f"{self.prefix}:index:{name}:review"

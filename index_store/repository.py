@@ -323,6 +323,29 @@ class IndexRepository:
             pipe.exists(key)
         return [key for key, n in zip(keys, pipe.execute()) if not n]
 
+    def has_index(self, name: str) -> bool:
+        """Whether ``name`` has any version (active or candidate): what ``framewatch learn`` leaves alone."""
+        return bool(self.r.exists(self.keys.versions(name)))
+
+    # -- what `framewatch learn` is doing, per camera (JSON records, never pickles) --------------
+    def save_learning(self, records: dict[str, dict[str, Any]]) -> None:
+        """Write these cameras' learning records (camera -> JSON-able dict) in one round trip."""
+        if records:
+            mapping = {k: json.dumps(v, sort_keys=True) for k, v in records.items()}
+            self.r.hset(self.keys.learn_cameras, mapping=mapping)  # type: ignore[arg-type]
+
+    def learning(self) -> dict[str, dict[str, Any]]:
+        """Every camera's learning record; one that is not a JSON object is skipped."""
+        out: dict[str, dict[str, Any]] = {}
+        for raw_key, raw in self.r.hgetall(self.keys.learn_cameras).items():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out[raw_key.decode("utf-8", "replace")] = record
+        return out
+
     def versions(self, name: str) -> list[int]:
         return sorted(int(v) for v in self.r.zrange(self.keys.versions(name), 0, -1))
 

@@ -24,7 +24,7 @@ def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["work", "--help"], ["index", "fit", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["work", "--help"], ["index", "fit", "--help"], ["learn", "--help"]])
 def test_help_and_version_import_nothing_heavy(argv):
     probe = (
         "import runpy, sys\n"
@@ -59,6 +59,7 @@ OWN_COMMANDS = [
     ["work"],
     ["watch"],
     ["demo"],
+    ["learn"],
 ]
 
 
@@ -100,6 +101,10 @@ MISUSE = [
     (["work", "--index", "dock", "--max-wait", "-1"], "--max-wait"),
     (["produce", "frames", "--source", "cam1", "--every", "0"], "--every"),
     (["watch", "--kafka"], "--kafka"),
+    (["learn"], "--match"),
+    (["learn", "--match", "cam-*", "--name", "cams"], "--name"),
+    (["learn", "--match", "cam-*", "--frames", "1"], "--frames"),
+    (["learn", "--match", "cam-*", "--min-span", "0"], "--min-span"),
     (["nonsense"], "invalid choice"),
     (["--log-format", "xml", "watch"], "--log-format"),
 ]

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from framewatch.settings import tomllib
+from learning.metrics import LearnMetrics
 from producer.metrics import ProducerMetrics
 from worker.drift import DriftTracker
 from worker.metrics import CameraIndexMetrics, WorkerMetrics, drift_metrics, gpu_metrics
@@ -53,6 +54,7 @@ def exported_names() -> set[str]:
     gpu_metrics(registry, "cuda", lambda: 50.0, lambda: 1.0)  # what a CUDA worker adds
     drift_metrics(registry, DriftTracker())
     ProducerMetrics(registry)
+    LearnMetrics(registry)
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""],
                 "gaugehistogram": ["_bucket", "_gsum", "_gcount"]}  # fmt: skip
     return {f.name + s for f in registry.collect() for s in suffixes[f.type]}
