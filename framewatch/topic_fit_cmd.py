@@ -94,6 +94,21 @@ def stream_spec(args: argparse.Namespace, weights: str) -> Any:
     return spec
 
 
+# A stream fit keeps up to 800 frames; exact per-region memory would hold 24 x 800 vectors (98 MB at 1280 dims)
+# per camera. 32 k-means centres per region matched exact kNN within 0.4 ROC-AUC on the wide-camera set
+# (docs/accuracy.md) and hold 3.9 MB, what an exact one-vector index of 800 frames held before regions.
+STREAM_REGION_CLUSTERS = 32
+
+
+def regions_of(args: argparse.Namespace) -> tuple[int, int]:
+    """The global regions a fit with these flags gets (geometry_flags.apply's default when not given)."""
+    from framewatch.geometry_flags import DEFAULT_REGIONS
+
+    if args.kind == "patch" or getattr(args, "view", "full") != "full" or getattr(args, "tiles", None) not in (None, (1, 1)):
+        return getattr(args, "regions", None) or (1, 1)
+    return getattr(args, "regions", None) or DEFAULT_REGIONS
+
+
 def stream_fit_config(args: argparse.Namespace) -> Any:
     """The FitConfig of a fit from a stream: the folder's flags, cleaning on by default."""
     from index_store.fitting import PATCH_DEFAULT_CLUSTERS, FitConfig
@@ -102,6 +117,8 @@ def stream_fit_config(args: argparse.Namespace) -> Any:
     clusters = args.clusters
     if args.kind == "patch" and clusters is None and args.coreset is None:
         clusters = PATCH_DEFAULT_CLUSTERS
+    elif regions_of(args) != (1, 1) and clusters is None and args.coreset is None:
+        clusters = STREAM_REGION_CLUSTERS  # per region: a camera's index stays ~4 MB, not ~100 MB
     clean = STREAM_CLEAN_FRACTION if args.clean_fraction is None else args.clean_fraction
     return FitConfig(clusters, args.k, clean, args.target_fpr, args.seed, args.coreset)
 

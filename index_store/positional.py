@@ -84,6 +84,10 @@ class PositionalMemory:
     k: int
     radius: int
     vectors: np.ndarray = field(repr=False)
+    # (h, w, M) int32: the training frame (its index in fit order) each held vector came from; for a
+    # k-means centre the training frame nearest it at that cell; -1 for none (vectors added by feedback).
+    # None: the exact memory's own order (cell row i = training frame i). Names nearest normal frames.
+    rows: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     _ranker: np.ndarray = field(init=False, repr=False)  # (cells, D+1, M)
     _flat: Optional[faiss.IndexFlatL2] = field(init=False, repr=False, default=None)  # location-free search
 
@@ -104,6 +108,11 @@ class PositionalMemory:
         ranker[:, d] = np.einsum("pmd,pmd->pm", cells, cells)
         object.__setattr__(self, "_ranker", ranker)
         object.__setattr__(self, "vectors", ranker[:, :d].transpose(0, 2, 1).reshape(h, w, m, d))
+        if self.rows is not None:
+            rows = np.asarray(self.rows)
+            if rows.shape != (h, w, m) or not np.issubdtype(rows.dtype, np.integer) or (rows.size and rows.min() < -1):
+                raise PositionalError(f"rows must be (h, w, M) = {(h, w, m)} frame indices or -1, got {rows.shape}")
+            object.__setattr__(self, "rows", rows.astype(np.int32))
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -181,13 +190,21 @@ class PositionalMemory:
         scores = self.search_grid(rows.reshape(-1, h, w, rows.shape[1])).reshape(-1)
         return scores, np.full((scores.shape[0], self.k_used), -1, np.int64)
 
-    def nearest_rows(self, vector: np.ndarray, cell: tuple[int, int], k: int) -> np.ndarray:
-        """The rows of the ``k`` vectors held at ``cell`` nearest ``vector``, nearest first. In an exact
-        memory a cell's rows are the training frames in fit order (global regions and tiles: the frame
-        whose region there looked most like this one)."""
+    def nearest_frames(self, vector: np.ndarray, cell: tuple[int, int], k: int) -> list[int]:
+        """The training frames (indices in fit order) whose vectors held at ``cell`` are nearest ``vector``,
+        nearest first, at most ``k``, each once (global regions and tiles: the frames whose region there
+        looked most like this one). Vectors of no known frame (added by feedback) are passed over."""
         held = self.vectors[cell[0], cell[1]]
         d = np.einsum("md,md->m", held - vector, held - vector)
-        return np.argsort(d, kind="stable")[:k]
+        order = np.argsort(d, kind="stable")
+        frames = order if self.rows is None else self.rows[cell[0], cell[1]][order]
+        out: list[int] = []
+        for f in frames.tolist():
+            if f >= 0 and f not in out:
+                out.append(int(f))
+                if len(out) == k:
+                    break
+        return out
 
     def _check(self, maps: np.ndarray) -> np.ndarray:
         q = np.asarray(maps)
@@ -267,6 +284,8 @@ class PositionalMemory:
             "per_cell": self.per_cell,
             "dim": self.dim,
         }
+        if self.rows is not None:
+            meta["rows"] = self.rows.reshape(-1).tolist()
         return vectors, meta
 
     @classmethod
@@ -285,7 +304,12 @@ class PositionalMemory:
             raise PositionalError(
                 f"vectors of shape {v.shape} do not match grid {h}x{w}, {m} per cell, dim {d}"
             )
-        return cls(kind, k, radius, v.reshape(h, w, m, d))
+        rows = meta.get("rows")
+        if rows is not None:
+            if not isinstance(rows, list) or len(rows) != h * w * m or not all(type(r) is int for r in rows):
+                raise PositionalError(f"positional memory rows are not {h * w * m} integers")
+            rows = np.asarray(rows, dtype=np.int64).reshape(h, w, m)
+        return cls(kind, k, radius, v.reshape(h, w, m, d), rows)
 
 
 def _k_smallest(x: np.ndarray, k: int) -> np.ndarray:
@@ -318,12 +342,25 @@ def build_positional(
     cells = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(1, 2, 0, 3))  # (h, w, T, D)
     h, w, t, d = cells.shape
     flat = cells.reshape(h * w, t, d)
+    rows = None  # exact: each cell holds the training frames in order
     with one_blas_thread():
         if kind == "coreset" and per_cell < t:
-            flat = np.take_along_axis(flat, coreset_rows_per_cell(flat, per_cell, seed)[:, :, None], axis=1)
+            chosen = coreset_rows_per_cell(flat, per_cell, seed)
+            flat, rows = np.take_along_axis(flat, chosen[:, :, None], axis=1), chosen
         elif kind == "kmeans" and per_cell < t:
-            flat = kmeans_per_cell(flat, per_cell, seed)
-    return PositionalMemory(kind, k, radius, flat.reshape(h, w, -1, d))
+            centres = kmeans_per_cell(flat, per_cell, seed)
+            rows = nearest_training_rows(flat, centres)
+            flat = centres
+    if rows is not None:
+        rows = rows.reshape(h, w, -1)
+    return PositionalMemory(kind, k, radius, flat.reshape(h, w, -1, d), rows)
+
+
+def nearest_training_rows(train: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """(P, T, D) training vectors per cell, (P, M, D) held ones -> (P, M): the training row nearest each."""
+    sq = np.einsum("ptd,ptd->pt", train, train)
+    d = sq[:, None, :] - 2.0 * np.einsum("pmd,ptd->pmt", held, train)
+    return np.argmin(d, axis=-1)
 
 
 def coreset_rows_per_cell(x: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

@@ -19,7 +19,9 @@ V = TypeVar("V")
 
 def held_bytes(index: object) -> int:
     """Bytes an index holds: its vectors twice (the array, and the searcher's copy). Positional memories
-    (``to_arrays``) count every array they hold."""
+    (whole-frame global regions, tiles, position-aware patches) hold one search layout, ``nbytes``."""
+    if hasattr(index, "search_grid") and hasattr(index, "nbytes"):
+        return int(index.nbytes)  # type: ignore[attr-defined]
     vectors = getattr(index, "vectors", None)
     if vectors is not None:
         return 2 * int(vectors.nbytes)

@@ -117,15 +117,16 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
 
 
 def region_neighbors(loaded: LoadedIndex, grid: np.ndarray, amap: np.ndarray, k: int = 2) -> Optional[list[str]]:
-    """A global grid index (regions, tiles) with an exact memory: the training frames whose vectors at the
-    frame's worst region are nearest its own (None when the memory is compressed or was fed back since)."""
+    """A global grid index (regions, tiles): the training frames whose vectors at the frame's worst region
+    are nearest its own (k-means: the frames nearest those centres); None when the memory cannot say."""
     memory, origins = loaded.index, loaded.meta.origins
-    if getattr(memory, "kind", "") != "exact" or not hasattr(memory, "nearest_rows"):
+    if not hasattr(memory, "nearest_frames") or not origins:
         return None
-    if memory.per_cell != len(origins):
-        return None
+    if memory.rows is None and memory.per_cell != len(origins):
+        return None  # an exact memory whose rows are not the origins' frames
     cell = np.unravel_index(int(np.argmax(amap)), amap.shape)
-    return [origins[j] for j in memory.nearest_rows(grid[cell], (int(cell[0]), int(cell[1])), k)] or None
+    frames = memory.nearest_frames(grid[cell], (int(cell[0]), int(cell[1])), k)
+    return [origins[j] for j in frames if j < len(origins)] or None
 
 
 def frame_geometry(spec: "EmbedderSpec", frame_w: int, frame_h: int) -> str:

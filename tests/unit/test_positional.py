@@ -181,3 +181,37 @@ def test_features_of_another_grid_or_bad_settings_get_a_clear_error(train: np.nd
         build_positional(train, -1)
     with pytest.raises(PositionalError, match="kind"):
         build_positional(train, 1, "lsh", 4)
+
+
+@pytest.mark.parametrize("kind,per_cell", [("exact", 0), ("kmeans", 3), ("coreset", 3)])
+def test_it_names_the_training_frames_nearest_at_a_cell_and_keeps_them_in_storage(
+    train: np.ndarray, kind: str, per_cell: int
+) -> None:
+    """What `explain` shows for a global region index: the frames whose region looked most like this one.
+    A copy of training frame 2 names frame 2 (exact, coreset: its own vector; k-means: a centre's nearest)."""
+    memory = build_positional(train, 0, kind, per_cell)
+    query = train[2]
+    first = memory.nearest_frames(query[0, 0], (0, 0), 2)
+    assert 1 <= len(first) <= 2 and all(0 <= f < len(train) for f in first)
+    if kind != "kmeans":
+        assert first[0] == 2 or kind == "coreset" and memory.rows is not None and 2 not in memory.rows[0, 0]
+    vectors, meta = memory.to_arrays()
+    back = PositionalMemory.from_arrays(vectors, json.loads(json.dumps(meta)))
+    assert back.nearest_frames(query[0, 0], (0, 0), 2) == first
+    if memory.rows is not None:  # malformed rows from Redis are refused, not trusted
+        for bad in (meta["rows"][:-1], [0.5] * len(meta["rows"]), [-2] * len(meta["rows"])):
+            with pytest.raises(PositionalError):
+                PositionalMemory.from_arrays(vectors, {**meta, "rows": bad})
+
+
+def test_feedback_vectors_name_no_frame(train: np.ndarray) -> None:
+    from index_store.feedback import absorb_positional
+    from index_store.repository import IndexMeta
+
+    memory = build_positional(train, 0)
+    meta = IndexMeta("cam", "exact", 2, D, memory.per_cell * H * W, {}, threshold=1.0)
+    grown = absorb_positional(meta, memory, train[:1] + 0.5).index
+    assert grown.per_cell == memory.per_cell + 2 and grown.rows is not None
+    assert (grown.rows[..., memory.per_cell :] == -1).all()
+    query = train[0, 0, 0] + 0.5  # the marked copies are nearest, but name no frame: the frames are as before
+    assert grown.nearest_frames(query, (0, 0), 2) == memory.nearest_frames(query, (0, 0), 2)
