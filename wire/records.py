@@ -247,6 +247,10 @@ class ScoreRecord:
     # frames: resized to the index's input shape all the same; refit the camera)
     frame_size: Optional[list[int]] = None
     geometry: str = ""
+    # (schema 4) the verdicts of the index's candidate versions on this frame, scored in the shadow on the same
+    # embedding: [{"version", "score", "threshold", "is_anomaly"}], oldest version first; None when the index
+    # has no candidate. Informational only: alerts and incidents follow ``is_anomaly`` (the active version's).
+    shadow: Optional[list[dict[str, Any]]] = None
 
     def encode(self) -> tuple[bytes, bytes]:
         """Return (key, value) for a Kafka message (strict JSON: a non-finite number raises ValueError)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 SCHEMA_VERSION = 1  # frame messages (the fw-schema header)
 # Score records: 2 added "why" (the frame's Kafka coordinates, hotspot, anomaly map, neighbours).
 # Readers accept every version up to theirs and ignore fields they do not know.
-SCORE_SCHEMA_VERSION = 3  # 3: frame_size and geometry
+SCORE_SCHEMA_VERSION = 4  # 3: frame_size and geometry; 4: shadow (candidate versions' verdicts)
 
 # Header keys of a frame message. Values are UTF-8 strings.
 H_FRAME_ID = "fw-frame-id"

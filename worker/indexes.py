@@ -67,8 +67,11 @@ class IndexSet:
         metrics: WorkerMetrics,
         poll_s: float = 5.0,
         searcher_for: Optional[Callable[[KnnIndex], Searcher]] = None,
+        after_refresh: Optional[Callable[[IndexRepository], None]] = None,
     ) -> None:
-        """``searcher_for`` builds each loaded version's searcher, on the watcher thread (None: faiss)."""
+        """``searcher_for`` builds each loaded version's searcher, on the watcher thread (None: faiss).
+        ``after_refresh`` runs at the end of each refresh, on the watcher thread (candidates: worker/candidates.py)."""
+        self.after_refresh = after_refresh
         self.repo_factory = repo_factory
         self.searcher_for = searcher_for
         self.names = names
@@ -113,6 +116,8 @@ class IndexSet:
             held = self._current.get(name)
             if held is not None:
                 self._check_present(repo, held)
+        if self.after_refresh is not None:
+            self.after_refresh(repo)
 
     def _refresh_one(self, repo: IndexRepository, name: str) -> None:
         try:

@@ -28,6 +28,7 @@ from worker.routing import Routing
 
 if TYPE_CHECKING:
     from index_store.spec import EmbedderSpec
+    from worker.candidates import Candidates
 
 
 class Embeds(Protocol):
@@ -134,8 +135,11 @@ class Scorer:
         window: int = 0,
         clock: Callable[[], float] = time.time,
         drift: Optional[DriftTracker] = None,
+        shadow: Optional["Candidates"] = None,
     ) -> None:
-        """``drift``, when given, sees every frame scored against a threshold (per-camera alarm rate and drift)."""
+        """``drift``, when given, sees every frame scored against a threshold (per-camera alarm rate and drift);
+        ``shadow`` scores the same embeddings against the indexes' candidate versions (worker/candidates.py)."""
+        self.shadow = shadow
         self.embedder = embedder
         self.routing = routing
         self.worker_id = worker_id
@@ -158,10 +162,13 @@ class Scorer:
             for i, why in zip(rows, score_frames(indexes[name], embeddings[rows], sizes)):
                 whys[i] = why
         now = self.clock()
-        return [
+        records = [
             self._record(f, whys[i], embeddings[i], indexes[self.routing.index_for(f.record.source)], now)  # type: ignore[arg-type]
             for i, f in enumerate(frames)
         ]
+        if self.shadow is not None:
+            records = self.shadow.shadow(records, embeddings, [f.size for f in frames], score_frames)
+        return records
 
     def _record(
         self, frame: PendingFrame, why: Why, embedding: np.ndarray, loaded: LoadedIndex, now: float
