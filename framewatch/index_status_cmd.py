@@ -70,8 +70,9 @@ def render(name: str, since_s: float, table: list[dict[str, Any]]) -> str:
         )
     waiting = [r for r in table if r["role"] == "candidate"]
     if any(r["frames"] == 0 for r in waiting):
-        lines.append("a candidate with no frames: no worker serving this index has scored a frame since it was "
-                     "published (framewatch status lists the workers and the candidates each one shadows)")  # fmt: skip
+        lines.append("a candidate with no frames: no worker serving this index has scored a frame with it, or each "
+                     "one refused it (framewatch status lists the candidates each worker shadows; /readyz and the "
+                     "worker's log say why one was refused)")  # fmt: skip
     if waiting:
         lines.append(f"candidates never raise alerts; make one active: framewatch index promote {name} VERSION")
     return "\n".join(lines)

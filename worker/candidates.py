@@ -115,7 +115,7 @@ class Candidates:
             repo.load_adapted(meta)  # weights whole and matching their sha256, as an active version's
         except (SpecMismatch, CorruptIndex, UnknownIndex) as e:
             why = f"candidate {name}@{version} refused, not scored in the shadow: {e}"
-            self._refused[(name, version)] = why
+            self._refused = {**self._refused, (name, version): why}  # replaced whole: /readyz reads it
             self.metrics.candidates_refused.labels(name).inc()
             log.error("%s", why)
             return None

@@ -16,6 +16,7 @@ from alerting.consumer import AlertConsumer
 from alerting.metrics import AlertMetrics
 from alerting.sinks import WebhookSink
 from framewatch.cli import main
+from index_store.keys import Keys
 from tests.integration import harness as h
 from tests.integration.test_alerting import Hook, alert_topics_for
 
@@ -124,3 +125,31 @@ def test_a_candidate_is_scored_in_the_shadow_never_alerts_and_takes_over_when_pr
         hook.close()
         worker.close()
     assert worker.exit_code == [0]
+
+
+def test_verdict_counts_of_several_workers_add_up_and_status_counts_only_the_period_asked(
+    redis_client, redis_url, unique, capsys, monkeypatch
+):
+    import time
+
+    import redis
+
+    from index_store.repository import IndexRepository, VerdictCount
+
+    prefix = f"t-{unique}"
+    monkeypatch.setenv("FRAMEWATCH_REDIS_PREFIX", prefix)
+    h.publish_index(redis_url, prefix, "idx", threshold=1.0)
+    h.publish_index(redis_url, prefix, "idx", threshold=2.0, candidate=True)
+    minute = int(time.time() // 60)
+    for _ in range(2):  # two workers, each with its own connection, counting the same minute
+        IndexRepository(redis.Redis.from_url(redis_url), prefix).count_verdicts({
+            ("idx", 1, minute): VerdictCount(10, 2, 2), ("idx", 2, minute): VerdictCount(10, 1, 2),
+            ("idx", 1, minute - 120): VerdictCount(50, 50, 50),  # two hours ago
+        })  # fmt: skip
+    rows = index_status(redis_url, capsys)
+    assert (rows[1]["frames"], rows[1]["alarms"], rows[2]["frames"], rows[2]["alarms"]) == (20, 4, 20, 2)
+    assert rows[2]["active_alarm_rate"] == 0.2 and rows[2]["alarm_rate"] == 0.1
+    assert main(["index", "status", "idx", "--since", "3h", "--json", "--redis", redis_url]) == 0
+    assert json.loads(capsys.readouterr().out)["versions"][0]["frames"] == 120
+    keys = Keys(prefix)
+    assert 0 < redis_client.ttl(keys.verdicts("idx", 1, minute // 60)) <= 2 * 86_400  # the counters expire
