@@ -60,9 +60,6 @@ class Keys:
     def adapted_chunk(self, name: str, version: int, i: int) -> str:
         return f"{self.prefix}:index:{name}:v:{version}:adapted:{i}"
 
-    def verdicts(self, name: str, version: int, hour: int) -> str:
-        return f"{self.prefix}:index:{name}:v:{version}:verdicts:{hour}"
-
     def health(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}:health"
 
@@ -79,3 +76,6 @@ class Keys:
 
     def review_lock(self, name: str) -> str:
         return f"{self.prefix}:index:{name}:review:lock"
+
+    def verdicts(self, name: str, version: int, hour: int) -> str:
+        return f"{self.prefix}:index:{name}:v:{version}:verdicts:{hour}"

@@ -7,12 +7,6 @@ Publishing a version and switching the pointer happen in one MULTI/EXEC, and
 every activation is announced on the events channel. A fine-tuned version also
 holds its adapted weights (a safetensors blob, chunked the same way, written in
 the same MULTI/EXEC); the spec's ``adapted_sha256`` pins them.
-
-A candidate version (``publish(candidate=True)``) is stored the same way but
-not activated: it is announced too, and workers score it in the shadow
-(worker/candidates.py) until ``promote`` makes it active. Workers add what
-each version called anomalous to per-minute counters (``count_verdicts``), so
-``framewatch index status`` can show each version's recent alarm rate.
 """
 
 from __future__ import annotations
@@ -253,7 +247,9 @@ class IndexRepository:
 
     # -- reading -----------------------------------------------------------------
     def candidates(self, name: str) -> list[int]:
-        """Versions published with ``candidate=True`` and not promoted yet, ascending."""
+        """Versions published with ``candidate=True`` and not promoted yet, ascending. Publishing one announces
+        it on the events channel, and workers score it in the shadow (worker/candidates.py) until promoted;
+        ``count_verdicts`` below holds what each version called anomalous (``framewatch index status``)."""
         return sorted(int(v) for v in self.r.smembers(self.keys.candidates(name)))
 
     def active_version(self, name: str) -> Optional[int]:
@@ -342,6 +338,20 @@ class IndexRepository:
             pipe.exists(key)
         return [key for key, n in zip(keys, pipe.execute()) if not n]
 
+    def versions(self, name: str) -> list[int]:
+        return sorted(int(v) for v in self.r.zrange(self.keys.versions(name), 0, -1))
+
+    def list(self) -> list[IndexSummary]:
+        out = []
+        for raw in sorted(self.r.smembers(self.keys.names)):
+            name = raw.decode()
+            versions = self.versions(name)
+            active = self.active_version(name)
+            shown = active if active is not None else (versions[-1] if versions else None)
+            meta = self.meta(name, shown) if shown is not None else None
+            out.append(IndexSummary(name, versions, active, meta))
+        return out
+
     # -- verdict counts (alarm rates of active and candidate versions; `index status`) -----------
     def count_verdicts(self, counts: Mapping[tuple[str, int, int], VerdictCount]) -> None:
         """Add (name, version, epoch minute) -> counts to the per-minute counters, in one round trip.
@@ -373,20 +383,6 @@ class IndexRepository:
                     if what in total and minute.isdigit() and first <= int(minute) <= last:
                         total[what] += int(n)
             out[v] = VerdictCount(total["scored"], total["alarms"], total["active"])
-        return out
-
-    def versions(self, name: str) -> list[int]:
-        return sorted(int(v) for v in self.r.zrange(self.keys.versions(name), 0, -1))
-
-    def list(self) -> list[IndexSummary]:
-        out = []
-        for raw in sorted(self.r.smembers(self.keys.names)):
-            name = raw.decode()
-            versions = self.versions(name)
-            active = self.active_version(name)
-            shown = active if active is not None else (versions[-1] if versions else None)
-            meta = self.meta(name, shown) if shown is not None else None
-            out.append(IndexSummary(name, versions, active, meta))
         return out
 
     def _resolve(self, name: str, version: Optional[int]) -> int:
