@@ -1,8 +1,5 @@
 """``framewatch status``: every live worker from its Redis heartbeat (group, partitions, indexes, lag, readiness),
-then each camera's alarm rate against its index's target and its score drift (worker/drift.py).
-
-INDEXES reads ``cams@4+v5``: the worker serves version 4 of ``cams`` and scores candidate version 5 in the
-shadow (``framewatch index status cams`` gives both alarm rates)."""
+then each camera's alarm rate against its index's target and its score drift (worker/drift.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +22,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _indexes(served: Any, shadow: Any = None) -> str:
-    """``name@version`` per index served, ``+vN`` per candidate version scored in the shadow."""
+    """``name@version`` per index served, ``+vN`` per candidate version scored in the shadow: ``cams@4+v5`` serves
+    version 4 of ``cams`` and scores candidate 5 in the shadow (``framewatch index status cams``: both alarm rates)."""
     if not isinstance(served, dict):
         return str(served or "-")
     shadow = shadow if isinstance(shadow, dict) else {}
