@@ -66,11 +66,37 @@ def port(text: str) -> int:
 
 
 def route(text: str) -> str:
-    """``PATTERN=INDEX``: sources matching the shell-style PATTERN are scored with INDEX."""
+    """``PATTERN=INDEX``: sources matching the shell-style PATTERN are scored with INDEX; INDEX may name
+    the index after the camera (``cam-*={source}``)."""
+    from worker.routing import RouteError, check_template
+
     pattern, sep, index = text.partition("=")
     if not sep or not pattern.strip() or not index.strip():
-        raise argparse.ArgumentTypeError(f"expected PATTERN=INDEX (e.g. 'gate-*=gate'), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected PATTERN=INDEX (e.g. 'gate-*=gate' or 'cam-*={{source}}'), "
+                                         f"got {text!r}")  # fmt: skip
+    try:
+        check_template(index.strip())
+    except RouteError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return f"{pattern.strip()}={index.strip()}"
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "ki": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mi": 1 << 20,
+          "mib": 1 << 20, "mb": 1000**2, "g": 1 << 30, "gi": 1 << 30, "gib": 1 << 30, "gb": 1000**3,
+          "t": 1 << 40, "ti": 1 << 40, "tib": 1 << 40, "tb": 1000**4}  # fmt: skip
+
+
+def byte_size(text: str) -> int:
+    """A memory size: ``512MiB``, ``2GiB``, ``1.5G`` (K/M/G/T and Ki/Mi/.. are binary; kB/MB/GB decimal), or bytes."""
+    number = text.strip().rstrip("bBiIkKmMgGtT")
+    unit = text.strip()[len(number):].lower()
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"expected a size such as 512MiB or 2GiB, got {text!r}") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return int(value)
 
 
 # -- flag groups ---------------------------------------------------------------------

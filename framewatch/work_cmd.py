@@ -19,7 +19,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("work", help="score frames as a member of a consumer group")
     p.add_argument("--index", required=True, help="default index name")
     p.add_argument("--route", action="append", default=[], type=flags.route, metavar="PATTERN=INDEX",
-                   help="score sources matching PATTERN (shell-style) with INDEX; repeatable, first match wins")  # fmt: skip
+                   help="score sources matching PATTERN (shell-style) with INDEX; repeatable, first match wins. "
+                        "INDEX may name the index after the camera: 'cam-*={source}' (one index per camera, "
+                        "loaded on its first frame; a camera without one is scored by --index)")  # fmt: skip
+    p.add_argument("--index-memory", type=flags.byte_size, default=None, metavar="SIZE",
+                   help="memory per-camera indexes ({source} routes) may hold, e.g. 512MiB (default 1GiB); the "
+                        "least recently used are evicted and loaded again on demand")  # fmt: skip
+    p.add_argument("--index-load-wait", type=flags.non_negative, default=None, metavar="SECONDS",
+                   help="how long a batch waits for a per-camera index being loaded before its frames are "
+                        "scored by --index instead (default 2)")  # fmt: skip
     p.add_argument("--group", default="framewatch-workers", help="Kafka consumer group")
     p.add_argument("--worker-id", help="name in logs, records and metrics (default: host-pid)")
     p.add_argument(
@@ -127,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         session_timeout_ms=args.session_timeout_ms, heartbeat_interval_ms=args.heartbeat_ms,
         stall_timeout_s=args.stall_timeout, stall_exit_s=args.stall_exit, kafka_client=client,
         drift_sources=args.drift_sources, drift_window_s=args.drift_window,
+        **({"index_memory_bytes": args.index_memory} if args.index_memory else {}),
+        **({"index_load_wait_s": args.index_load_wait} if args.index_load_wait is not None else {}),
         started_at=process_started_at(),  # "latest" means frames published since this process started
         **({"start_from": args.start_from} if args.start_from else {}),  # the default lives in WorkerConfig
         **({"runtime": args.runtime} if args.runtime else {}), **({"precision": args.precision} if args.precision else {}),

@@ -264,6 +264,15 @@ class IndexRepository:
             raise CorruptIndex(f"the active pointer of index {name!r} holds {raw[:40]!r}, not a version number")
         return version
 
+    def active_versions(self, names: list[str]) -> dict[str, Optional[int]]:
+        """The active version of each name (None: none, or a pointer that is not a version), in one round
+        trip: a worker checking its thousands of per-camera indexes after a reconnect."""
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.get(self.keys.active(name))
+        raw = pipe.execute() if names else []
+        return {n: int(v) if isinstance(v, bytes) and v.isdigit() else None for n, v in zip(names, raw)}
+
     def meta(self, name: str, version: Optional[int] = None) -> IndexMeta:
         version = self._resolve(name, version)
         raw = self._get(self.keys.meta(name, version))

@@ -100,7 +100,8 @@ def score_field_rules(id_chars: int, text_chars: int) -> dict[str, Callable[[Any
         "anomaly_map": _optional(lambda v: isinstance(v, dict)),
         "neighbors": _optional(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
         "frame_size": _optional(lambda v: isinstance(v, list) and len(v) == 2 and all(_integer(x) for x in v)),
-        "geometry": _text(40), "shadow": _optional(_shadow),
+        "geometry": _text(40), "camera_index": _optional(_text(text_chars)), "index_fallback": _text(20),
+        "shadow": _optional(_shadow),
     }  # fmt: skip
 
 

@@ -247,7 +247,12 @@ class ScoreRecord:
     # frames: resized to the index's input shape all the same; refit the camera)
     frame_size: Optional[list[int]] = None
     geometry: str = ""
-    # (schema 4) the verdicts of the index's candidate versions on this frame, scored in the shadow on the same
+    # (schema 4) per-camera routes (--route 'PATTERN={source}'): ``camera_index`` names the camera's own
+    # index; when ``index_fallback`` is set ("missing": it has none; "loading": not loaded in time; "refused":
+    # another backbone or bad data; "error": Redis failed), the fallback index (``index_name``) scored the frame.
+    camera_index: Optional[str] = None
+    index_fallback: str = ""
+    # (schema 5) the verdicts of the index's candidate versions on this frame, scored in the shadow on the same
     # embedding: [{"version", "score", "threshold", "is_anomaly"}], oldest version first; None when the index
     # has no candidate. Informational only: alerts and incidents follow ``is_anomaly`` (the active version's).
     shadow: Optional[list[dict[str, Any]]] = None

@@ -52,6 +52,11 @@ class WorkerConfig:
     kafka_client: str = "kafka-python"  # the consumer's client: kafka-python, or confluent (optional extra)
     drift_sources: int = 50  # sources with their own alarm-rate/drift metric labels (worker/drift.py)
     drift_window_s: float = 600.0  # the window alarm rate and drift are measured over
+    # Per-camera indexes (routes 'PATTERN={source}', worker/camera_indexes.py): the memory they may hold
+    # (least recently used evicted), and how long a batch waits for one still loading before its frames
+    # are scored by the fallback index (``index``).
+    index_memory_bytes: int = 1 << 30
+    index_load_wait_s: float = 2.0
 
     def __post_init__(self) -> None:
         from wire.errors import FramewatchError
@@ -77,6 +82,8 @@ class WorkerConfig:
                 ("kafka_client", self.kafka_client in KAFKA_CLIENTS, " or ".join(KAFKA_CLIENTS)),
                 ("drift_sources", self.drift_sources >= 0, "0 or more"),
                 ("drift_window_s", self.drift_window_s > 0, "positive"),
+                ("index_memory_bytes", self.index_memory_bytes >= 1, "at least 1"),
+                ("index_load_wait_s", self.index_load_wait_s >= 0, "0 or more"),
                 ("runtime", self.runtime in RUNTIMES, " or ".join(RUNTIMES)),
             )
             if not ok

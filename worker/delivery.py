@@ -49,7 +49,7 @@ class Delivery:
             key, value = out.encoded
             refused = self._refused(letter_for(frame, "scoring-error", ""))
             self.outbox.send(Output(self.cfg.topics.scores, key, value, [], token_of(frame), "score",
-                                    out.record.index_name, refused))  # fmt: skip
+                                    scored_label(out.record), refused))  # fmt: skip
             self._observe(out.record)
 
     def dead_letter(self, letter: DeadLetter, token: Token) -> None:
@@ -119,3 +119,12 @@ def letter_for(frame: PendingFrame, reason: str, detail: str) -> DeadLetter:
     key, value, headers = frame.record.encode()
     key, headers = (frame.key, frame.headers) if frame.headers else (key, headers)
     return DeadLetter(key, value, headers, reason, detail, frame.topic, frame.partition, frame.offset)
+
+
+PER_CAMERA_LABEL = "{per-camera}"
+
+
+def scored_label(rec: ScoreRecord) -> str:
+    """The ``index`` label of framewatch_frames_scored: the index's name, except that frames scored by their
+    camera's own index (--route 'PATTERN={source}') share one label, so thousands of cameras stay one series."""
+    return PER_CAMERA_LABEL if rec.camera_index and not rec.index_fallback else rec.index_name

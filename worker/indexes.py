@@ -21,6 +21,11 @@ the version it serves is gone from Redis (log, /readyz,
 (re)connection reads Redis's ``maxmemory-policy``; one that may evict index keys
 (index_store/redis_policy.py) is logged and shown on /readyz
 (``framewatch_redis_eviction_unsafe``).
+
+The indexes named here are those the worker needs to start (the default and
+fixed routes). Per-camera indexes (``--route 'PATTERN={source}'``) live in
+worker/camera_indexes.py; this watcher's one subscription hands them the
+activations of other names (``on_event``) and says when it (re)subscribed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Optional
 
 import redis
@@ -46,6 +52,11 @@ class LoadedIndex:
     meta: IndexMeta
     index: KnnIndex
     searcher: Optional[Searcher] = None  # searches ``index`` elsewhere (e.g. a DeviceKnn); None: faiss
+
+    @cached_property
+    def spec(self) -> EmbedderSpec:
+        """The version's embedder spec, parsed once (scoring asks per frame)."""
+        return self.meta.embedder_spec
 
     @property
     def knn(self) -> Searcher:
@@ -67,10 +78,16 @@ class IndexSet:
         metrics: WorkerMetrics,
         poll_s: float = 5.0,
         searcher_for: Optional[Callable[[KnnIndex], Searcher]] = None,
+        on_event: Optional[Callable[[str], None]] = None,
+        on_subscribe: Optional[Callable[[], None]] = None,
         after_refresh: Optional[Callable[[IndexRepository], None]] = None,
     ) -> None:
         """``searcher_for`` builds each loaded version's searcher, on the watcher thread (None: faiss).
-        ``after_refresh`` runs at the end of each refresh, on the watcher thread (candidates: worker/candidates.py)."""
+        ``on_event`` gets the name of each activation of an index not in ``names``, and ``on_subscribe`` is
+        called after each (re)subscription: so per-camera indexes (worker/camera_indexes.py) follow the same
+        one subscription. ``after_refresh`` runs at the end of each refresh, on the watcher thread (candidates:
+        worker/candidates.py)."""
+        self.on_event, self.on_subscribe = on_event, on_subscribe
         self.after_refresh = after_refresh
         self.repo_factory = repo_factory
         self.searcher_for = searcher_for
@@ -230,6 +247,8 @@ class IndexSet:
                 pubsub = repo.r.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(repo.keys.events)
                 self.refresh(repo)
+                if self.on_subscribe is not None:
+                    self.on_subscribe()
                 if self.redis_error:
                     log.info("redis reachable again")
                 self.redis_error = self.watch_error = None
@@ -240,6 +259,8 @@ class IndexSet:
                     if event is None or event[0] in self.names:
                         self.refresh(repo)  # on our event, or as the periodic check
                         self.watch_error = None
+                    elif self.on_event is not None:
+                        self.on_event(event[0])  # another index's activation: per-camera ones follow it
             except redis.AuthenticationError as e:  # a ConnectionError subclass: first
                 self.redis_error = f"redis refused the credentials: {e}"
                 log.error("%s; serving held indexes, retrying in %.1fs", self.redis_error, backoff)

@@ -41,6 +41,7 @@ from wire.errors import FrameDecodeError, FramewatchError
 from wire.records import DeadLetter, FrameRecord
 from worker import kafka_io
 from worker.batcher import Batcher
+from worker.camera_indexes import CameraIndexes
 from worker.candidates import Candidates
 from worker.config import WorkerConfig
 from worker.decode_budget import DecodeBudget
@@ -50,7 +51,7 @@ from worker.extract import Extractor, as_extractor
 from worker.health import HealthServer
 from worker.heartbeat import Heartbeat
 from worker.indexes import IndexSet
-from worker.metrics import WorkerMetrics, drift_metrics, gpu_metrics
+from worker.metrics import CameraIndexMetrics, WorkerMetrics, drift_metrics, gpu_metrics
 from worker.offsets import OffsetTracker
 from worker.outbox import Outbox
 from worker.partitions import Partitions
@@ -108,12 +109,15 @@ class Worker:
         )
         self.device = pick_device(cfg.device)  # the embedder's; a CUDA worker searches its indexes there too
         gpu_metrics(self.registry, self.device)
+        self.cameras = self._camera_indexes() if self.routing.per_camera else None
         self.verdicts = VerdictTally()  # alarm counts per version, for `index status` (worker/verdicts.py)
         self.candidates = Candidates(self.routing.names(), lambda: self.indexes.spec, self.verdicts, self.metrics,
                                      lambda index: device_knn.searcher_for(index, self.device))  # fmt: skip
         self.indexes = IndexSet(
             self._repository, self.routing.names(), self.metrics, cfg.index_poll_s,
             searcher_for=lambda index: device_knn.searcher_for(index, self.device),
+            on_event=self.cameras.changed if self.cameras else None,
+            on_subscribe=self.cameras.resync if self.cameras else None,
             after_refresh=self.candidates.refresh,
         )  # fmt: skip
         self.verdict_flusher = VerdictFlusher(self.verdicts, self._repository)
@@ -160,6 +164,14 @@ class Worker:
         )  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------
+    def _camera_indexes(self) -> CameraIndexes:
+        """Per-camera indexes of template routes, held under cfg.index_memory_bytes (worker/camera_indexes.py)."""
+        return CameraIndexes(
+            self._repository, lambda: self.indexes.spec, self.cfg.index_memory_bytes,
+            CameraIndexMetrics(self.registry), lambda index: device_knn.searcher_for(index, self.device),
+            wait_s=self.cfg.index_load_wait_s,
+        )  # fmt: skip
+
     def _repository(self) -> IndexRepository:
         client = redis.Redis.from_url(
             self.cfg.redis.url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10,
@@ -181,6 +193,8 @@ class Worker:
         host = f"[{self.cfg.metrics_host}]" if ":" in self.cfg.metrics_host else self.cfg.metrics_host
         log.info("worker %s metrics on http://%s:%d/metrics", self.worker_id, host, self.health.port)
         self.indexes.start()
+        if self.cameras is not None:
+            self.cameras.start()
         self.verdict_flusher.start()
         self.stage = EmbedStage(self._embed_batch, EMBED_QUEUE_BATCHES)
         self.watchdog_thread.start()
@@ -209,6 +223,8 @@ class Worker:
         """Leave the group and stop; drain() has committed what it could."""
         self.watchdog_thread.stop()
         self.indexes.stop()
+        if self.cameras is not None:
+            self.cameras.stop()
         if self.consumer is not None:
             try:
                 self.consumer.close(autocommit=False, timeout_ms=5000)
@@ -342,6 +358,10 @@ class Worker:
         if record.capture_time_replaced:
             self._capture_time_replaced(record)
         assert self.extractor is not None  # consumption is held until the scorer is built
+        if self.cameras is not None:  # its camera's index loads while the frame decodes and waits for its batch
+            route = self.routing.route(record.source)
+            if route.per_camera and route.name not in self.indexes.snapshot():
+                self.cameras.want(route.name)
         prepared = self.pool.submit(self.extractor.prepare, record)
         self.batcher.add(PendingFrame(record, prepared, msg.topic, msg.partition, msg.offset, msg.key,
                                       list(msg.headers or [])))  # fmt: skip
@@ -375,7 +395,7 @@ class Worker:
         """Runs on the builder's thread."""
         extractor = as_extractor(self.embedder_factory(spec), self.cfg.limits, self.decode_budget)
         return extractor, Scorer(extractor, self.routing, self.worker_id, self.cfg.window, drift=self.drift,
-                                 shadow=self.candidates)  # fmt: skip
+                                  cameras=self.cameras, shadow=self.candidates)  # fmt: skip
 
     def _embed_batch(self, batch: list[PendingFrame]) -> list[Outcome]:
         """Runs on the embed stage's thread: decodes awaited, embedded, scored against the current indexes."""
@@ -472,9 +492,12 @@ class Worker:
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
         shadow = ", ".join(f"{n}@{v}" for n, versions in self.candidates.held().items() for v in versions)
         detail = f"indexes: {held}" + (f" (shadow: {shadow})" if shadow else "") + f"; broker: {broker}"
+        if self.cameras is not None:
+            detail += f"; {self.cameras.summary()}"
         building = self.build.status() if self.scorer is None else None
-        problems = [stall.detail if stall else None, *self.indexes.problems(), *self.candidates.problems(), building,
-                    self.hold]  # fmt: skip
+        cameras = self.cameras.problems() if self.cameras is not None else []
+        problems = [stall.detail if stall else None, *self.indexes.problems(), *self.candidates.problems(), *cameras,
+                    building, self.hold]  # fmt: skip
         return ok, "; ".join([detail, *dict.fromkeys(p for p in problems if p)])
 
     def _broker_state(self) -> str:

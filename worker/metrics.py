@@ -290,3 +290,43 @@ def drift_metrics(registry: CollectorRegistry, tracker: DriftTracker) -> DriftCo
     collector = DriftCollector(tracker)
     registry.register(collector)
     return collector
+
+
+CAMERA_LOAD_RESULTS = ("loaded", "missing", "refused", "error")
+FALLBACK_REASONS = ("missing", "loading", "refused", "error")
+
+
+class CameraIndexMetrics:
+    """Per-camera indexes (``--route 'PATTERN={source}'``, worker/camera_indexes.py), with no index label:
+    thousands of cameras must not mean thousands of series. The counts are aggregated; the camera of a
+    refused index is named in the log and on /readyz, not in a label."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.loads = Counter("framewatch_camera_index_loads", "Per-camera index loads by result (missing: the "
+                             "camera has no index of its own; its frames go to the fallback)", ["result"], registry=r)  # fmt: skip
+        for result in CAMERA_LOAD_RESULTS:
+            self.loads.labels(result)
+        self.evictions = Counter("framewatch_camera_index_evictions",
+                                 "Per-camera indexes evicted to keep within --index-memory (reloaded on demand)",
+                                 registry=r)  # fmt: skip
+        self.load_seconds = Histogram("framewatch_camera_index_load_seconds", "Time to load one per-camera index "
+                                      "from Redis (on the loader thread)", buckets=STAGE_BUCKETS, registry=r)  # fmt: skip
+        self.fallback = Counter("framewatch_frames_fallback", "Frames of a per-camera route scored by the fallback "
+                                "index (--index), by why", ["reason"], registry=r)  # fmt: skip
+        for reason in FALLBACK_REASONS:
+            self.fallback.labels(reason)
+        self.held = Gauge("framewatch_camera_indexes_held", "Per-camera indexes held in memory", registry=r)
+        self.held_bytes = Gauge("framewatch_camera_index_bytes", "Memory the held per-camera indexes take "
+                                "(vectors and search copies)", registry=r)  # fmt: skip
+        self.budget = Gauge("framewatch_camera_index_budget_bytes", "--index-memory", registry=r)
+        self.absent = Gauge("framewatch_camera_indexes_absent", "Cameras seen whose own index is missing or "
+                            "refused (scored by the fallback)", registry=r)  # fmt: skip
+
+    def state(self, held: Callable[[], int], held_bytes: Callable[[], int], budget: int,
+              absent: Callable[[], int]) -> None:  # fmt: skip
+        """Gauges read at scrape time."""
+        self.held.set_function(lambda: float(held()))
+        self.held_bytes.set_function(lambda: float(held_bytes()))
+        self.budget.set(budget)
+        self.absent.set_function(lambda: float(absent()))

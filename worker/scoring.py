@@ -1,7 +1,8 @@
 """The scoring core: decoded frames in, score records out. No Kafka, no Redis.
 
 Frames are embedded once per batch, then each is scored by the index its
-source is routed to. With ``window > 1`` a per-source sliding window of
+source is routed to (a per-camera route: its camera's own index when
+``cameras`` holds it, else the default index, and the record says why). With ``window > 1`` a per-source sliding window of
 embeddings also gets a group score (DN2's mean-pooled group anomaly rule).
 Every record says why: a patch index gives the anomaly map and the hotspot
 (in the frame's pixels); a global index names the nearest normal training
@@ -28,7 +29,13 @@ from worker.routing import Routing
 
 if TYPE_CHECKING:
     from index_store.spec import EmbedderSpec
+    from worker.camera_indexes import CameraIndexes
     from worker.candidates import Candidates
+
+# The index that scores a frame, the camera's own index name (per-camera routes; else None), and why the
+# default index scored it instead of that one ("" when it did not).
+Chosen = tuple[LoadedIndex, Optional[str], str]
+MAX_REFERENCES = 10_000  # drift calibrations kept (index versions); rebuilt on demand
 
 
 class Embeds(Protocol):
@@ -86,7 +93,7 @@ def score_frames(loaded: LoadedIndex, feats: np.ndarray, sizes: list[tuple[int, 
     A map also says which part of the frame it covers (``"box"``, frame pixels: the whole frame in the
     full view, tiles stitched), so a viewer can lay it over the image without knowing the preprocessing.
     """
-    spec = loaded.meta.embedder_spec
+    spec = loaded.spec
     labels = [frame_geometry(spec, w, h) for w, h in sizes]
     if feats.ndim == 4:
         scores, maps = score_maps(loaded.knn, feats, spec)
@@ -121,7 +128,7 @@ def frame_geometry(spec: "EmbedderSpec", frame_w: int, frame_h: int) -> str:
 def window_score(loaded: LoadedIndex, window: np.ndarray) -> float:
     """Group score of a (W, D) window of embeddings or a (W, h, w, D) window of patch grids."""
     if window.ndim == 4:
-        spec = loaded.meta.embedder_spec
+        spec = loaded.spec
         return float(score_maps(loaded.knn, window.mean(axis=0, keepdims=True), spec)[0][0])
     return group_score(loaded.knn, window)
 
@@ -135,10 +142,13 @@ class Scorer:
         window: int = 0,
         clock: Callable[[], float] = time.time,
         drift: Optional[DriftTracker] = None,
+        cameras: Optional["CameraIndexes"] = None,
         shadow: Optional["Candidates"] = None,
     ) -> None:
         """``drift``, when given, sees every frame scored against a threshold (per-camera alarm rate and drift);
-        ``shadow`` scores the same embeddings against the indexes' candidate versions (worker/candidates.py)."""
+        ``cameras`` serves the per-camera indexes of template routes (worker/camera_indexes.py); ``shadow``
+        scores the same embeddings against the indexes' candidate versions (worker/candidates.py)."""
+        self.cameras = cameras
         self.shadow = shadow
         self.embedder = embedder
         self.routing = routing
@@ -149,30 +159,54 @@ class Scorer:
         self._references: dict[tuple[str, int], Reference] = {}
 
     def score(self, frames: list[PendingFrame], indexes: dict[str, LoadedIndex]) -> list[ScoreRecord]:
-        """One ScoreRecord per frame, in order. Every routed index must be in ``indexes``."""
+        """One ScoreRecord per frame, in order. Every index named outright (``routing.names()``) must be in
+        ``indexes``; per-camera ones come from ``cameras``, else the default index scores the frame."""
         if not frames:
             return []
         embeddings = self.embedder.embed([f.prepared for f in frames])
+        chosen = self._choose(frames, indexes)
         whys: list[Optional[Why]] = [None] * len(frames)
-        by_index: dict[str, list[int]] = defaultdict(list)
-        for i, f in enumerate(frames):
-            by_index[self.routing.index_for(f.record.source)].append(i)
-        for name, rows in by_index.items():
+        by_index: dict[int, list[int]] = defaultdict(list)  # id(LoadedIndex) -> rows: the frame embedded once
+        for i, (loaded, _, _) in enumerate(chosen):
+            by_index[id(loaded)].append(i)
+        for rows in by_index.values():
             sizes = [frames[i].size for i in rows]
-            for i, why in zip(rows, score_frames(indexes[name], embeddings[rows], sizes)):
+            for i, why in zip(rows, score_frames(chosen[rows[0]][0], embeddings[rows], sizes)):
                 whys[i] = why
         now = self.clock()
         records = [
-            self._record(f, whys[i], embeddings[i], indexes[self.routing.index_for(f.record.source)], now)  # type: ignore[arg-type]
+            self._record(f, whys[i], embeddings[i], chosen[i], now)  # type: ignore[arg-type]
             for i, f in enumerate(frames)
         ]
         if self.shadow is not None:
             records = self.shadow.shadow(records, embeddings, [f.size for f in frames], score_frames)
         return records
 
-    def _record(
-        self, frame: PendingFrame, why: Why, embedding: np.ndarray, loaded: LoadedIndex, now: float
-    ) -> ScoreRecord:
+    def _choose(self, frames: list[PendingFrame], indexes: dict[str, LoadedIndex]) -> list[Chosen]:
+        """Each frame's index: its route's, or for a per-camera route its camera's own when held, else the
+        default index with the reason (worker/camera_indexes.py)."""
+        routes = [self.routing.route(f.record.source) for f in frames]
+        own = [r.name for r in routes if r.per_camera and r.name not in indexes]
+        found = self.cameras.resolve(own) if own and self.cameras is not None else {}
+        chosen: list[Chosen] = []
+        for route in routes:
+            if not route.per_camera:
+                chosen.append((indexes[route.name], None, ""))
+                continue
+            if route.name in indexes:  # the camera's index is one the worker holds anyway (e.g. the fallback's name)
+                chosen.append((indexes[route.name], route.name, ""))
+                continue
+            got = found.get(route.name, "missing")
+            if isinstance(got, str):
+                if self.cameras is not None:
+                    self.cameras.metrics.fallback.labels(got).inc()
+                chosen.append((indexes[self.routing.default], route.name, got))
+            else:
+                chosen.append((got, route.name, ""))
+        return chosen
+
+    def _record(self, frame: PendingFrame, why: Why, embedding: np.ndarray, chosen: Chosen, now: float) -> ScoreRecord:
+        loaded, camera_index, fallback = chosen
         meta, rec = loaded.meta, frame.record
         threshold, score = meta.threshold, why.score
         group_score = None
@@ -193,7 +227,7 @@ class Scorer:
             is_anomaly=bool(threshold is not None and score > threshold),
             index_name=meta.name,
             index_version=meta.version,
-            backbone=loaded.meta.embedder_spec.label(),
+            backbone=loaded.spec.label(),
             latency_s=max(0.0, now - rec.capture_time) if rec.capture_time else 0.0,
             origin=rec.origin,
             normalized_score=(score / threshold) if threshold else None,
@@ -207,6 +241,8 @@ class Scorer:
             hotspot=why.hotspot,
             anomaly_map=why.anomaly_map,
             neighbors=why.neighbors,
+            camera_index=camera_index,
+            index_fallback=fallback,
         )
 
     def _reference(self, loaded: LoadedIndex) -> Reference:
@@ -214,5 +250,7 @@ class Scorer:
         meta = loaded.meta
         key = (meta.name, meta.version)
         if key not in self._references:
+            if len(self._references) >= MAX_REFERENCES:  # thousands of per-camera indexes, new versions
+                self._references.clear()
             self._references[key] = Reference.from_calibration(meta.calibration, float(meta.threshold or 0.0))
         return self._references[key]

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from framewatch.settings import tomllib
 from producer.metrics import ProducerMetrics
 from worker.drift import DriftTracker
-from worker.metrics import WorkerMetrics, drift_metrics, gpu_metrics
+from worker.metrics import CameraIndexMetrics, WorkerMetrics, drift_metrics, gpu_metrics
 
 yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +49,7 @@ def graph_panels() -> list[dict]:
 def exported_names() -> set[str]:
     registry = CollectorRegistry()
     WorkerMetrics(registry)
+    CameraIndexMetrics(registry)  # what per-camera routes add
     gpu_metrics(registry, "cuda", lambda: 50.0, lambda: 1.0)  # what a CUDA worker adds
     drift_metrics(registry, DriftTracker())
     ProducerMetrics(registry)
