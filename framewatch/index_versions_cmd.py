@@ -1,5 +1,6 @@
 """``framewatch index promote NAME VERSION`` and ``framewatch index recalibrate NAME --from-topic ...``:
-new versions from what an index already holds, and candidates made active."""
+new versions from what an index already holds, and candidates made active (``index status``, in
+framewatch/index_status_cmd.py, shows what a candidate would do first)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def add_parsers(isub: Any) -> None:
     promote.add_argument("version", type=flags.positive_int, help="a candidate version (see index list)")
     flags.add_connection_flags(promote, kafka=False)
     promote.set_defaults(func=run_promote)
+    from framewatch import index_status_cmd  # `index status`: active and candidate alarm rates
+
+    index_status_cmd.add_parser(isub)
 
     recal = isub.add_parser(
         "recalibrate",
@@ -56,7 +60,8 @@ def run_promote(args: argparse.Namespace) -> int:
     from framewatch.admin import repository
 
     repository(flags.redis_settings(args)).promote(args.name, args.version)
-    print(f"index {args.name!r} version {args.version} is active (promoted from candidate)")
+    print(f"index {args.name!r} version {args.version} is active (promoted from candidate); workers switch to it "
+          "and stop scoring it in the shadow")  # fmt: skip
     return 0
 
 

@@ -22,10 +22,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _indexes(served: Any) -> str:
-    if isinstance(served, dict):
-        return ",".join(f"{n}@{v}" for n, v in sorted(served.items())) or "-"
-    return str(served or "-")
+def _indexes(served: Any, shadow: Any = None) -> str:
+    """``name@version`` per index served, ``+vN`` per candidate version scored in the shadow: ``cams@4+v5`` serves
+    version 4 of ``cams`` and scores candidate 5 in the shadow (``framewatch index status cams``: both alarm rates)."""
+    if not isinstance(served, dict):
+        return str(served or "-")
+    shadow = shadow if isinstance(shadow, dict) else {}
+    return ",".join(
+        f"{n}@{v}" + "".join(f"+v{c}" for c in (shadow.get(n) if isinstance(shadow.get(n), list) else []))
+        for n, v in sorted(served.items())
+    ) or "-"
 
 
 def render(states: list[dict[str, Any]], now: float) -> str:
@@ -41,7 +47,7 @@ def render(states: list[dict[str, Any]], now: float) -> str:
         seen = f"{max(0.0, now - float(s.get('at', now))):.0f}s"
         lines.append(
             f"{str(s.get('worker_id', '?')):<24} {str(s.get('group', '-')):<20} {parts:<12} "
-            f"{_indexes(s.get('indexes')):<24} {lag if lag is not None else '-':>7} {ready:<6} {seen:>5}  {s.get('detail', '')}"
+            f"{_indexes(s.get('indexes'), s.get('candidates')):<24} {lag if lag is not None else '-':>7} {ready:<6} {seen:>5}  {s.get('detail', '')}"
         )
     return "\n".join(lines + _cameras(states))
 

@@ -9,7 +9,12 @@
 {p}:index:{name}:v:{n}:adapted:{i}  chunk i of the version's adapted (fine-tuned) weights, safetensors;
                                  their sha256 is the spec's adapted_sha256 (index_store/adapted.py)
 {p}:index:{name}:candidates      set of versions published as candidates, not yet promoted
-{p}:events                       pub/sub channel: {"name":..., "version":...} on activation
+{p}:index:{name}:v:{n}:verdicts:{hour}  hash: "{minute}:scored|alarms|active" -> frames version n scored in that
+                                 minute (epoch minutes; hour = minute // 60), how many it called anomalous, and how
+                                 many of those same frames the active version called anomalous; added to by every
+                                 worker (HINCRBY), expires after two days (index_store/repository.py, index status)
+{p}:events                       pub/sub channel: {"name":..., "version":...} on activation, and
+                                 {"name":..., "version":..., "candidate": true} when a candidate is published
 {p}:worker:{id}:health           a worker's heartbeat (JSON, expires; worker/heartbeat.py)
 {p}:index:{name}:review          hash: frame id -> JSON answer from the review page
                                  ({"label": "normal"|"confirmed", "by", "at", ...})
@@ -77,3 +82,6 @@ class Keys:
 
     def review_lock(self, name: str) -> str:
         return f"{self.prefix}:index:{name}:review:lock"
+
+    def verdicts(self, name: str, version: int, hour: int) -> str:
+        return f"{self.prefix}:index:{name}:v:{version}:verdicts:{hour}"

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 import redis
@@ -94,6 +94,27 @@ class IndexMeta:
             raise CorruptIndex(f"index metadata is not valid: {e}") from e
         check_meta_types(meta)
         return meta
+
+
+@dataclass(frozen=True)
+class VerdictCount:
+    """Frames a version scored, how many it called anomalous, and how many of the same frames the active
+    version called anomalous (for the active version itself: its own alarms)."""
+
+    scored: int = 0
+    alarms: int = 0
+    active_alarms: int = 0
+
+    @property
+    def rate(self) -> Optional[float]:
+        return self.alarms / self.scored if self.scored else None
+
+    @property
+    def active_rate(self) -> Optional[float]:
+        return self.active_alarms / self.scored if self.scored else None
+
+
+VERDICT_TTL_S = 2 * 86_400  # per-hour verdict counters expire this long after their last write
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,7 @@ class IndexRepository:
         pipe.sadd(self.keys.names, meta.name)
         if candidate:
             pipe.sadd(self.keys.candidates(meta.name), version)
+            pipe.publish(self.keys.events, _event(meta.name, version, candidate=True))  # workers shadow it
         elif activate:
             pipe.set(self.keys.active(meta.name), version)
             pipe.publish(self.keys.events, _event(meta.name, version))
@@ -225,7 +247,9 @@ class IndexRepository:
 
     # -- reading -----------------------------------------------------------------
     def candidates(self, name: str) -> list[int]:
-        """Versions published with ``candidate=True`` and not promoted yet, ascending."""
+        """Versions published with ``candidate=True`` and not promoted yet, ascending. Publishing one announces
+        it on the events channel, and workers score it in the shadow (worker/candidates.py) until promoted;
+        ``count_verdicts`` below holds what each version called anomalous (``framewatch index status``)."""
         return sorted(int(v) for v in self.r.smembers(self.keys.candidates(name)))
 
     def active_version(self, name: str) -> Optional[int]:
@@ -360,6 +384,39 @@ class IndexRepository:
             out.append(IndexSummary(name, versions, active, meta))
         return out
 
+    # -- verdict counts (alarm rates of active and candidate versions; `index status`) -----------
+    def count_verdicts(self, counts: Mapping[tuple[str, int, int], VerdictCount]) -> None:
+        """Add (name, version, epoch minute) -> counts to the per-minute counters, in one round trip.
+        HINCRBY adds, so every worker of a group adds its own frames to the same counters."""
+        pipe = self.r.pipeline(transaction=False)
+        for (name, version, minute), c in counts.items():
+            key = self.keys.verdicts(name, version, minute // 60)
+            for what, n in (("scored", c.scored), ("alarms", c.alarms), ("active", c.active_alarms)):
+                if n:
+                    pipe.hincrby(key, f"{minute}:{what}", n)
+            pipe.expire(key, VERDICT_TTL_S)
+        pipe.execute()
+
+    def verdicts(self, name: str, versions: Iterable[int], since_s: float, now: float) -> dict[int, VerdictCount]:
+        """Each version's counts over the minutes from ``now - since_s`` to ``now`` (whole minutes)."""
+        first, last = int((now - since_s) // 60), int(now // 60)
+        versions = list(versions)
+        pipe = self.r.pipeline(transaction=False)
+        for v in versions:
+            for hour in range(first // 60, last // 60 + 1):
+                pipe.hgetall(self.keys.verdicts(name, v, hour))
+        replies = iter(pipe.execute())
+        out: dict[int, VerdictCount] = {}
+        for v in versions:
+            total = {"scored": 0, "alarms": 0, "active": 0}
+            for _ in range(first // 60, last // 60 + 1):
+                for field_, n in next(replies).items():
+                    minute, _, what = field_.decode().partition(":")
+                    if what in total and minute.isdigit() and first <= int(minute) <= last:
+                        total[what] += int(n)
+            out[v] = VerdictCount(total["scored"], total["alarms"], total["active"])
+        return out
+
     def _resolve(self, name: str, version: Optional[int]) -> int:
         if version is not None:
             return version
@@ -382,8 +439,8 @@ def _adapted_chunks(meta: IndexMeta, adapted: Optional[bytes]) -> list[bytes]:
     return [adapted[i : i + CHUNK_BYTES] for i in range(0, len(adapted), CHUNK_BYTES)]
 
 
-def _event(name: str, version: int) -> str:
-    return json.dumps({"name": name, "version": version})
+def _event(name: str, version: int, candidate: bool = False) -> str:
+    return json.dumps({"name": name, "version": version, **({"candidate": True} if candidate else {})})
 
 
 def parse_event(raw: bytes | str) -> Optional[tuple[str, int]]:

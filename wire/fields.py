@@ -101,4 +101,21 @@ def score_field_rules(id_chars: int, text_chars: int) -> dict[str, Callable[[Any
         "neighbors": _optional(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
         "frame_size": _optional(lambda v: isinstance(v, list) and len(v) == 2 and all(_integer(x) for x in v)),
         "geometry": _text(40), "camera_index": _optional(_text(text_chars)), "index_fallback": _text(20),
+        "shadow": _optional(_shadow),
     }  # fmt: skip
+
+
+MAX_SHADOW = 16  # candidate verdicts a score record may carry
+
+
+def _shadow(v: Any) -> bool:
+    """Candidate verdicts: a short list of {"version": int, "score": number, "threshold": number|null,
+    "is_anomaly": bool} and nothing else."""
+    return isinstance(v, list) and len(v) <= MAX_SHADOW and all(_verdict(x) for x in v)
+
+
+def _verdict(v: Any) -> bool:
+    return (
+        isinstance(v, dict) and set(v) == {"version", "score", "threshold", "is_anomaly"} and _integer(v["version"])
+        and _number(v["score"]) and _optional(_number)(v["threshold"]) and isinstance(v["is_anomaly"], bool)
+    )  # fmt: skip

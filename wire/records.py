@@ -252,6 +252,10 @@ class ScoreRecord:
     # another backbone or bad data; "error": Redis failed), the fallback index (``index_name``) scored the frame.
     camera_index: Optional[str] = None
     index_fallback: str = ""
+    # (schema 5) the verdicts of the index's candidate versions on this frame, scored in the shadow on the same
+    # embedding: [{"version", "score", "threshold", "is_anomaly"}], oldest version first; None when the index
+    # has no candidate. Informational only: alerts and incidents follow ``is_anomaly`` (the active version's).
+    shadow: Optional[list[dict[str, Any]]] = None
 
     def encode(self) -> tuple[bytes, bytes]:
         """Return (key, value) for a Kafka message (strict JSON: a non-finite number raises ValueError)."""

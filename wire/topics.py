@@ -7,7 +7,7 @@ from dataclasses import dataclass
 SCHEMA_VERSION = 1  # frame messages (the fw-schema header)
 # Score records: 2 added "why" (the frame's Kafka coordinates, hotspot, anomaly map, neighbours).
 # Readers accept every version up to theirs and ignore fields they do not know.
-SCORE_SCHEMA_VERSION = 4  # 3: frame_size and geometry; 4: camera_index and index_fallback
+SCORE_SCHEMA_VERSION = 5  # 3: frame_size and geometry; 4: camera_index and index_fallback; 5: shadow
 
 # Header keys of a frame message. Values are UTF-8 strings.
 H_FRAME_ID = "fw-frame-id"

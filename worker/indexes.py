@@ -80,12 +80,15 @@ class IndexSet:
         searcher_for: Optional[Callable[[KnnIndex], Searcher]] = None,
         on_event: Optional[Callable[[str], None]] = None,
         on_subscribe: Optional[Callable[[], None]] = None,
+        after_refresh: Optional[Callable[[IndexRepository], None]] = None,
     ) -> None:
         """``searcher_for`` builds each loaded version's searcher, on the watcher thread (None: faiss).
         ``on_event`` gets the name of each activation of an index not in ``names``, and ``on_subscribe`` is
         called after each (re)subscription: so per-camera indexes (worker/camera_indexes.py) follow the same
-        one subscription."""
+        one subscription. ``after_refresh`` runs at the end of each refresh, on the watcher thread (candidates:
+        worker/candidates.py)."""
         self.on_event, self.on_subscribe = on_event, on_subscribe
+        self.after_refresh = after_refresh
         self.repo_factory = repo_factory
         self.searcher_for = searcher_for
         self.names = names
@@ -130,6 +133,8 @@ class IndexSet:
             held = self._current.get(name)
             if held is not None:
                 self._check_present(repo, held)
+        if self.after_refresh is not None:
+            self.after_refresh(repo)
 
     def _refresh_one(self, repo: IndexRepository, name: str) -> None:
         try:

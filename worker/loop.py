@@ -42,6 +42,7 @@ from wire.records import DeadLetter, FrameRecord
 from worker import kafka_io
 from worker.batcher import Batcher
 from worker.camera_indexes import CameraIndexes
+from worker.candidates import Candidates
 from worker.config import WorkerConfig
 from worker.decode_budget import DecodeBudget
 from worker.delivery import Delivery
@@ -61,6 +62,7 @@ from worker.scorer_build import ScorerBuild
 from worker.scoring import PendingFrame, Scorer
 from worker.stages import DecodePool, EmbedStage, Outcome, StageMetrics, score_batch
 from worker.start_position import StartPosition
+from worker.verdicts import VerdictFlusher, VerdictTally
 from worker.watchdog import Stall, Watchdog, WatchdogThread
 
 log = logging.getLogger(__name__)
@@ -108,12 +110,17 @@ class Worker:
         self.device = pick_device(cfg.device)  # the embedder's; a CUDA worker searches its indexes there too
         gpu_metrics(self.registry, self.device)
         self.cameras = self._camera_indexes() if self.routing.per_camera else None
+        self.verdicts = VerdictTally()  # alarm counts per version, for `index status` (worker/verdicts.py)
+        self.candidates = Candidates(self.routing.names(), lambda: self.indexes.spec, self.verdicts, self.metrics,
+                                     lambda index: device_knn.searcher_for(index, self.device))  # fmt: skip
         self.indexes = IndexSet(
             self._repository, self.routing.names(), self.metrics, cfg.index_poll_s,
             searcher_for=lambda index: device_knn.searcher_for(index, self.device),
             on_event=self.cameras.changed if self.cameras else None,
             on_subscribe=self.cameras.resync if self.cameras else None,
+            after_refresh=self.candidates.refresh,
         )  # fmt: skip
+        self.verdict_flusher = VerdictFlusher(self.verdicts, self._repository)
         self.batcher: Batcher[PendingFrame] = Batcher(cfg.max_batch, cfg.max_wait_s, clock)
         self.ahead = ReadAhead()
         self.rebalance = kafka_io.Rebalance()
@@ -188,6 +195,7 @@ class Worker:
         self.indexes.start()
         if self.cameras is not None:
             self.cameras.start()
+        self.verdict_flusher.start()
         self.stage = EmbedStage(self._embed_batch, EMBED_QUEUE_BATCHES)
         self.watchdog_thread.start()
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
@@ -226,6 +234,7 @@ class Worker:
             self.stage.stop()
         self.pool.close()
         self.outbox.close()
+        self.verdict_flusher.stop()
         if self.health is not None:
             self.health.stop()
 
@@ -386,7 +395,7 @@ class Worker:
         """Runs on the builder's thread."""
         extractor = as_extractor(self.embedder_factory(spec), self.cfg.limits, self.decode_budget)
         return extractor, Scorer(extractor, self.routing, self.worker_id, self.cfg.window, drift=self.drift,
-                                  cameras=self.cameras)  # fmt: skip
+                                  cameras=self.cameras, shadow=self.candidates)  # fmt: skip
 
     def _embed_batch(self, batch: list[PendingFrame]) -> list[Outcome]:
         """Runs on the embed stage's thread: decodes awaited, embedded, scored against the current indexes."""
@@ -447,6 +456,7 @@ class Worker:
         return {
             "group": self.cfg.group_id, "topic": self.cfg.topics.frames, "partitions": assignment,
             "indexes": {n: li.meta.version for n, li in self.indexes.snapshot().items()},
+            "candidates": self.candidates.held(),
             "lag": self.partitions.total_lag(), "ready": ready, "detail": detail,
             "drift": [d.to_dict() for d in self.drift.snapshot()[: self.cfg.drift_sources]],
         }  # fmt: skip
@@ -480,12 +490,14 @@ class Worker:
         ok = (self.indexes.ready() and broker == "connected" and self.scorer is not None and self.hold is None
               and stall is None)  # fmt: skip
         held = ", ".join(f"{n}@{li.meta.version}" for n, li in self.indexes.snapshot().items()) or "none"
-        detail = f"indexes: {held}; broker: {broker}"
+        shadow = ", ".join(f"{n}@{v}" for n, versions in self.candidates.held().items() for v in versions)
+        detail = f"indexes: {held}" + (f" (shadow: {shadow})" if shadow else "") + f"; broker: {broker}"
         if self.cameras is not None:
             detail += f"; {self.cameras.summary()}"
         building = self.build.status() if self.scorer is None else None
         cameras = self.cameras.problems() if self.cameras is not None else []
-        problems = [stall.detail if stall else None, *self.indexes.problems(), *cameras, building, self.hold]
+        problems = [stall.detail if stall else None, *self.indexes.problems(), *self.candidates.problems(), *cameras,
+                    building, self.hold]  # fmt: skip
         return ok, "; ".join([detail, *dict.fromkeys(p for p in problems if p)])
 
     def _broker_state(self) -> str:

@@ -88,6 +88,17 @@ class WorkerMetrics:
             "framewatch_index_reloads", "Index versions loaded, refused (bad data or spec) or failed (error)",
             ["index", "result"], registry=r,
         )  # fmt: skip
+        # candidate versions scored in the shadow (worker/candidates.py): per index, all its candidates together
+        # (per version: `framewatch index status`, from Redis counters), so label values stay the served indexes
+        self.shadow_scored = Counter(
+            "framewatch_shadow_scored", "Candidate-version verdicts on frames, scored in the shadow (no alerts)",
+            ["index", "verdict"], registry=r,
+        )  # fmt: skip
+        self.candidates_held = Gauge("framewatch_candidates", "Candidate versions scored in the shadow", registry=r)
+        self.candidates_refused = Counter(
+            "framewatch_candidates_refused", "Candidate versions refused (another embedder, malformed data)",
+            ["index"], registry=r,
+        )  # fmt: skip
         self.reconnects = Counter("framewatch_reconnects", "Reconnections to a dependency", ["dependency"], registry=r)
         for dependency in ("kafka", "redis"):
             self.reconnects.labels(dependency)

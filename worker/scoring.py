@@ -32,6 +32,7 @@ from worker.routing import Routing
 if TYPE_CHECKING:
     from index_store.spec import EmbedderSpec
     from worker.camera_indexes import CameraIndexes
+    from worker.candidates import Candidates
 
 # The index that scores a frame, the camera's own index name (per-camera routes; else None), and why the
 # default index scored it instead of that one ("" when it did not).
@@ -158,10 +159,13 @@ class Scorer:
         clock: Callable[[], float] = time.time,
         drift: Optional[DriftTracker] = None,
         cameras: Optional["CameraIndexes"] = None,
+        shadow: Optional["Candidates"] = None,
     ) -> None:
         """``drift``, when given, sees every frame scored against a threshold (per-camera alarm rate and drift);
-        ``cameras`` serves the per-camera indexes of template routes (worker/camera_indexes.py)."""
+        ``cameras`` serves the per-camera indexes of template routes (worker/camera_indexes.py); ``shadow``
+        scores the same embeddings against the indexes' candidate versions (worker/candidates.py)."""
         self.cameras = cameras
+        self.shadow = shadow
         self.embedder = embedder
         self.routing = routing
         self.worker_id = worker_id
@@ -186,10 +190,13 @@ class Scorer:
             for i, why in zip(rows, score_frames(chosen[rows[0]][0], embeddings[rows], sizes)):
                 whys[i] = why
         now = self.clock()
-        return [
+        records = [
             self._record(f, whys[i], embeddings[i], chosen[i], now)  # type: ignore[arg-type]
             for i, f in enumerate(frames)
         ]
+        if self.shadow is not None:
+            records = self.shadow.shadow(records, embeddings, [f.size for f in frames], score_frames)
+        return records
 
     def _choose(self, frames: list[PendingFrame], indexes: dict[str, LoadedIndex]) -> list[Chosen]:
         """Each frame's index: its route's, or for a per-camera route its camera's own when held, else the

@@ -44,6 +44,7 @@ def topics_for(unique: str, settings: KafkaSettings, partitions: int = 2) -> Top
 def publish_index(
     redis_url: str, prefix: str, name: str, spec: EmbedderSpec = SMALL_SPEC, n: int = 20, seed: int = 0,
     threshold: Optional[float] = None, vectors: Optional[np.ndarray] = None, activate: bool = True,
+    candidate: bool = False,
 ) -> IndexMeta:  # fmt: skip
     import redis
 
@@ -53,7 +54,7 @@ def publish_index(
     meta = IndexMeta(name=name, kind="exact", k=2, dim=index.dim, n_vectors=index.size, spec=spec.to_dict(),
                      threshold=threshold)  # fmt: skip
     repo = IndexRepository(redis.Redis.from_url(redis_url), prefix)
-    return repo.publish(meta, index, activate=activate)
+    return repo.publish(meta, index, activate=activate, candidate=candidate)
 
 
 def write_raw_version(redis_url: str, prefix: str, name: str, meta: dict[str, Any], vectors: bytes,

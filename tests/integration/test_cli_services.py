@@ -143,7 +143,7 @@ def test_watch_waits_for_its_topic_then_filters_and_prints_json(kafka_settings, 
     assert code == 0
     printed = [json.loads(line) for line in watch.out]
     assert [p["source"] for p in printed] == ["gate-north"]
-    assert printed[0]["score"] == 31812.3 and printed[0]["schema_version"] == 4
+    assert printed[0]["score"] == 31812.3 and printed[0]["schema_version"] == 5
     assert not any("Traceback" in line for line in watch.err), watch.err
 
 

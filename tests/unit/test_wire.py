@@ -72,7 +72,7 @@ def test_score_round_trip_and_json_shape():
     key, value = s.encode()
     assert key == b"cam1"
     data = json.loads(value)
-    assert data["is_anomaly"] is True and data["index_version"] == 2 and data["schema_version"] == 4
+    assert data["is_anomaly"] is True and data["index_version"] == 2 and data["schema_version"] == 5
     assert ScoreRecord.decode(value) == s
 
 
