@@ -20,6 +20,7 @@ and Redis (framewatch.services) unless given --kafka and --redis.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -64,10 +65,10 @@ def publish(kafka: Any, topic: str, cams: list[CameraStream], span_s: float) -> 
     producer.close()
 
 
-def auc_and_rates(index: Any, threshold: float, feats: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def auc_and_rates(index: Any, threshold: float, feats: np.ndarray, labels: np.ndarray, spec: Any = None) -> dict[str, float]:
     from index_store.fitting import score
 
-    s = score(index, feats)
+    s = score(index, feats, spec)  # the spec: a whole-frame global index scores its regions
     return {"auc": roc_auc(labels, s), "fpr": float(np.mean(s[~labels] > threshold)),
             "tpr": float(np.mean(s[labels] > threshold))}  # fmt: skip
 
@@ -80,6 +81,8 @@ def run_cli_fit(
     cmd = [sys.executable, "-m", "framewatch.cli", "index", "fit", "--from-topic", topic, "--source", cam,
            "--since", "1d", "--name", cam, "--backbone", args.backbone, "--weights", args.weights,
            "--kafka", kafka, "--redis", redis_url, "--threads", str(args.threads)]  # fmt: skip
+    if args.regions:
+        cmd += ["--regions", "x".join(str(v) for v in args.regions)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FRAMEWATCH_REDIS_PREFIX": prefix}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if proc.returncode:
@@ -102,6 +105,8 @@ def main() -> None:
     p.add_argument("--kafka", default=None)
     p.add_argument("--redis", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--regions", type=lambda t: tuple(int(v) for v in t.split("x")), default=None,
+                   help="RxC global regions (default: index fit's, 4x6; 1x1 = one vector per frame)")
     args = p.parse_args()
 
     import contextlib
@@ -123,6 +128,8 @@ def main() -> None:
 
     set_cpu_threads(args.threads)
     spec = spec_for(args.backbone, args.weights)
+    if args.regions:
+        spec = dataclasses.replace(spec, regions=args.regions)
     embedder = Embedder(spec, batch_size=32)
     t0 = time.time()
     cams = [camera_stream(c, CONTAMINATION[c % len(CONTAMINATION)], n_learn=args.learn, static=args.static,
@@ -147,7 +154,7 @@ def main() -> None:
             row: dict[str, Any] = {"camera": cam.name, "contamination": float(np.mean(cam.learn_anomalous))}
             run_cli_fit(cam.name, topic, kafka_addr, redis_url, prefix, args)
             meta, index = repo.load(cam.name)
-            row["cli"] = {**auc_and_rates(index, meta.threshold, test, labels), "counts": meta.frames_from["counts"],
+            row["cli"] = {**auc_and_rates(index, meta.threshold, test, labels, embedder.spec), "counts": meta.frames_from["counts"],
                           "clean_fraction": meta.clean_fraction}  # fmt: skip
             sample = read_sample(kafka, topic, cam.name, Period(since_s=86400), embedder, progress=False)
             truth = np.array([fid.endswith("-anomaly") for fid in sample.frame_ids])
@@ -157,16 +164,16 @@ def main() -> None:
                 )
                 used = {o for o in res.meta.origins}
                 anomalies_kept = sum(1 for o, a in zip(sample.origins, truth) if a and o in used)
-                row[f"clean {frac:g}"] = {**auc_and_rates(res.index, res.meta.threshold, test, labels),
+                row[f"clean {frac:g}"] = {**auc_and_rates(res.index, res.meta.threshold, test, labels, embedder.spec),
                                           "anomalies_trained": anomalies_kept}  # fmt: skip
             for dedup in DEDUPS:
                 res = fit_stream(cam.name, sample.feats, sample.origins, spec.to_dict(),
                                  FitConfig(clean_fraction=CLEAN_FRACTION), dedup_factor=dedup)  # fmt: skip
                 static_kept = sum(1 for o in res.meta.origins if o in static_origins(sample, cam))
-                row[f"dedup {dedup:g}"] = {**auc_and_rates(res.index, res.meta.threshold, test, labels),
+                row[f"dedup {dedup:g}"] = {**auc_and_rates(res.index, res.meta.threshold, test, labels, embedder.spec),
                                            "deduplicated": res.counts["deduplicated"], "static_trained": static_kept}  # fmt: skip
-            clean_index, cal, _ = fit(embedder.embed(cam.clean), FitConfig())
-            row["folder"] = auc_and_rates(clean_index, cal.threshold, test, labels)
+            clean_index, cal, _ = fit(embedder.embed(cam.clean), FitConfig(), spec=embedder.spec)
+            row["folder"] = auc_and_rates(clean_index, cal.threshold, test, labels, embedder.spec)
             row["seconds"] = round(time.time() - t1, 1)
             rows.append(row)
             print(json.dumps(row))
