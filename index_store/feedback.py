@@ -170,8 +170,10 @@ def absorb_positional(meta: IndexMeta, index: Any, grids: np.ndarray) -> Absorbe
                             f"{index.grid} x {index.dim}")  # fmt: skip
     added = np.repeat(grids.transpose(1, 2, 0, 3), index.k, axis=2)
     h, w, m = index.vectors.shape[:3]
-    rows = index.rows if index.rows is not None else np.broadcast_to(np.arange(m, dtype=np.int32), (h, w, m))
-    rows = np.concatenate([rows, np.full(added.shape[:3], -1, np.int32)], axis=2)  # marked frames: no origin
+    rows = None  # a patch grid names no frames (positional.build_positional)
+    if index.rows is not None or not meta.embedder_spec.is_patch:
+        rows = index.rows if index.rows is not None else np.broadcast_to(np.arange(m, dtype=np.int32), (h, w, m))
+        rows = np.concatenate([rows, np.full(added.shape[:3], -1, np.int32)], axis=2)  # marked frames: none
     memory = PositionalMemory(index.kind, index.k, index.radius, np.concatenate([index.vectors, added], axis=2), rows)
     calibration = {**meta.calibration, "threshold_kept": "marked frames only lower scores at their own cells"}
     return Absorbed(memory, meta.threshold, calibration, "positional-append")

@@ -120,7 +120,8 @@ def build(train: np.ndarray, cfg: FitConfig, spec: Optional[EmbedderSpec] = None
 
         radius = spec.position_radius if spec.is_patch else 0
         per_cell = cfg.clusters or cfg.coreset or 0
-        return build_positional(train, radius, kind=cfg.kind, per_cell=per_cell, k=cfg.k, seed=cfg.seed)
+        return build_positional(train, radius, kind=cfg.kind, per_cell=per_cell, k=cfg.k, seed=cfg.seed,
+                                frames=not spec.is_patch)  # fmt: skip
     if train.ndim == 4:
         train = train.reshape(-1, train.shape[-1])
     if cfg.kind == "exact":

@@ -324,10 +324,13 @@ def _k_smallest(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def build_positional(
-    train: np.ndarray, radius: int, kind: str = "exact", per_cell: int = 0, k: int = 2, seed: int = 0
+    train: np.ndarray, radius: int, kind: str = "exact", per_cell: int = 0, k: int = 2, seed: int = 0,
+    frames: bool = True,
 ) -> PositionalMemory:
     """Memory over ``train`` (T, h, w, D) patch grids. ``per_cell``: vectors kept per cell for kmeans
-    and coreset (at least 1; at T or more every training vector is kept); 0 for exact."""
+    and coreset (at least 1; at T or more every training vector is kept); 0 for exact. ``frames``: keep
+    which training frame each compressed vector stands for (``rows``; global regions and tiles name their
+    nearest normal frames; a patch grid has hundreds of cells and names none)."""
     x = np.asarray(train)
     if x.ndim != 4 or 0 in x.shape:
         raise PositionalError(
@@ -346,10 +349,10 @@ def build_positional(
     with one_blas_thread():
         if kind == "coreset" and per_cell < t:
             chosen = coreset_rows_per_cell(flat, per_cell, seed)
-            flat, rows = np.take_along_axis(flat, chosen[:, :, None], axis=1), chosen
+            flat, rows = np.take_along_axis(flat, chosen[:, :, None], axis=1), chosen if frames else None
         elif kind == "kmeans" and per_cell < t:
             centres = kmeans_per_cell(flat, per_cell, seed)
-            rows = nearest_training_rows(flat, centres)
+            rows = nearest_training_rows(flat, centres) if frames else None
             flat = centres
     if rows is not None:
         rows = rows.reshape(h, w, -1)
