@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--size", default="1280x720")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kinds", default="global,patch", help="comma-separated: which kinds' configurations to run")
     ap.add_argument("--train", type=int, default=500, help="training frames held per region (global regions)")
     ap.add_argument("--runtimes", default="auto", help="comma-separated: auto, torch, openvino (each config per runtime)")
     args = ap.parse_args()
@@ -55,7 +56,8 @@ def main() -> None:
     w, h = (int(v) for v in args.size.split("x"))
     frames = bench.records(bench.synthetic_jpegs(16, (w, h)), args.frames)
     setups = []
-    for runtime, (kind, view, tiles, size, regions) in ((r, c) for r in args.runtimes.split(",") for c in CONFIGS):
+    for runtime, (kind, view, tiles, size, regions) in ((r, c) for r in args.runtimes.split(",") for c in CONFIGS
+                                                             if c[0] in args.kinds.split(",")):
         spec = spec_for("efficientnet_lite0", "pypi", kind, view)
         if view == "full":
             spec = dataclasses.replace(spec, input_size=size, tiles=tiles, tile_overlap=0.1 if tiles != (1, 1) else 0.0,
@@ -85,7 +87,7 @@ def main() -> None:
                     anomaly_maps.score_maps(memory, feats, spec)
             times[name].append(len(frames) / (time.perf_counter() - t0))
     first = args.runtimes.split(",")[0]
-    base = {kind: statistics.median(times[name]) for name, *_ in setups for kind in ("global", "patch")
+    base = {kind: statistics.median(times[name]) for name, *_ in setups for kind in args.kinds.split(",")
             if name.startswith(kind) and "center" in name and (first == "auto" or f" {first} " in name)}  # fmt: skip
     print(f"{args.frames} frames of {w}x{h}, batch {args.batch}, {args.threads} threads, median of {args.rounds} rounds")
     print(f"{'kind / runtime / geometry':<52}{'frames/s':>10}{'x center':>10}   (x the first runtime's center crop)")
