@@ -45,64 +45,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stream_scenes import png  # noqa: E402
-from framewatch.demo_scene import H, W, _background, _normal  # noqa: E402
+from benchmarks.stream_scenes import EventScene, light_ramp, png  # noqa: E402
 
 INDEX = "bay"
 GRID_S = 15.0  # deploy/prometheus/prometheus.yml: scrape_interval and evaluation_interval
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 CAMERA_RULES = ("FramewatchCameraAlarmRateHigh", "FramewatchCameraDrift")
 ALERTER_FLAGS = ("--need", "3", "--of", "5", "--close-after", "10")
-
-
-# --- the scenes --------------------------------------------------------------------------------------------
-
-
-class Scene:
-    """The loading bay of one camera: normal frames, an intruder crossing it, the camera turned away, dimmed."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.bg = _background(self.rng)
-        self.elsewhere = _turned_view(seed)
-
-    def normal(self, gain: float = 1.0) -> Image.Image:
-        frame = _normal(self.bg, self.rng)
-        return frame if gain == 1.0 else _dim(frame, gain)
-
-    def intruder(self, step: int, steps: int) -> Image.Image:
-        """A person walking across the bay, left to right, at ``step`` of ``steps``."""
-        from evaluation.wide_camera import _person
-
-        frame = self.normal()
-        x = int(10 + (W - 50) * step / max(1, steps - 1))
-        _person(ImageDraw.Draw(frame), x - 4, 110, 80, np.random.default_rng(7))  # the same person every frame
-        return frame
-
-    def turned(self) -> Image.Image:
-        """The camera turned to face elsewhere (the yard), with the usual light and shake."""
-        return _normal(self.elsewhere, self.rng)
-
-
-def _turned_view(seed: int) -> Image.Image:
-    from evaluation.wide_camera import background
-
-    yard = Image.fromarray(np.clip(background(seed), 0, 255).astype(np.uint8))
-    return yard.crop((300, 100, 300 + 640, 100 + 480)).resize((W, H))
-
-
-def _dim(frame: Image.Image, gain: float) -> Image.Image:
-    return Image.fromarray(np.clip(np.asarray(frame).astype(np.float32) * gain, 0, 255).astype(np.uint8))
-
-
-def light_ramp(n: int, end: float) -> list[float]:
-    """The light's level over ``n`` frames, falling linearly from 1 to ``end``."""
-    return [1.0 + (end - 1.0) * (i + 1) / n for i in range(n)]
 
 
 # --- processes and topics -------------------------------------------------------------------------------
@@ -147,7 +101,9 @@ def run_cli(args: list[str], env: dict[str, str], timeout: float = 900) -> str:
     proc = subprocess.run([sys.executable, "-m", "framewatch.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
     if proc.returncode:
-        raise SystemExit(f"framewatch {' '.join(args[:3])} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        raise SystemExit(
+            f"framewatch {' '.join(args[:3])} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
     return proc.stdout
 
 
@@ -307,7 +263,9 @@ class Scraper:
 # --- the alert rules on the camera's own time ---------------------------------------------------------------
 
 
-def on_grid(samples: list[dict[str, float]], scored0: float, fps: float, n_frames: int) -> list[dict[str, float]]:
+def on_grid(
+    samples: list[dict[str, float]], scored0: float, fps: float, n_frames: int
+) -> list[dict[str, float]]:
     """The last scrape at or before each GRID_S of the camera's time (frames scored since ``scored0`` / fps)."""
     grid, j, last = [], 0, None
     for g in range(1, int(n_frames / fps / GRID_S) + 1):
@@ -330,9 +288,9 @@ def promtool_firing(grid: list[dict[str, float]], source: str, workdir: Path) ->
     start = grid[0]["nominal_s"]  # promtool's time 0 is the first grid point
     tests = [{"eval_time": f"{int(p['nominal_s'] - start)}s", "alertname": rule, "exp_alerts": []}
              for p in grid for rule in CAMERA_RULES]  # fmt: skip
-    doc = {"rule_files": [str(RULES)], "evaluation_interval": f"{int(GRID_S)}s",
+    doc = {"rule_files": [os.path.relpath(RULES, workdir)], "evaluation_interval": f"{int(GRID_S)}s",
            "tests": [{"interval": f"{int(GRID_S)}s", "input_series": series, "alert_rule_test": tests}]}  # fmt: skip
-    path = workdir / "camera_rules_test.yml"
+    path = workdir / "incidents_eval_rules_test.yml"
     path.write_text(json.dumps(doc, indent=1))  # JSON is YAML
     out = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True).stdout
     firing: dict[str, list[float]] = {rule: [] for rule in CAMERA_RULES}
@@ -349,13 +307,17 @@ def _seconds(text: str) -> float:
 
 
 def incidents_on_topic(kafka: Any, source: str) -> list[dict[str, Any]]:
-    return [e for e in (json.loads(m.value) for m in read_topic(kafka, "incidents")) if e.get("source") == source]
+    return [
+        e for e in (json.loads(m.value) for m in read_topic(kafka, "incidents")) if e.get("source") == source
+    ]
 
 
 def scores_of(kafka: Any, source: str) -> list[Any]:
     from wire.records import ScoreRecord
 
-    return [r for r in (ScoreRecord.decode(m.value) for m in read_topic(kafka, "scores")) if r.source == source]
+    return [
+        r for r in (ScoreRecord.decode(m.value) for m in read_topic(kafka, "scores")) if r.source == source
+    ]
 
 
 def per_frame_alerts(records: list[Any]) -> int:
@@ -376,8 +338,12 @@ def summary(hook: Hook, kafka: Any, source: str) -> dict[str, Any]:
         "webhook_incidents": len({b["id"] for b in on_hook}),
         "topic": [(e["state"], e["kind"], e["id"][:8]) for e in on_topic],
         "topic_incidents": len({e["id"] for e in on_topic}),
-        "closed": [{k: b[k] for k in ("kind", "count", "frames", "peak_score", "start", "end", "advice")}
-                   | {"peak_frame": b["peak_frame"]["frame_id"]} for b in on_hook if b["state"] == "close"],  # fmt: skip
+        "closed": [
+            {k: b[k] for k in ("kind", "count", "frames", "peak_score", "start", "end", "advice")}
+            | {"peak_frame": b["peak_frame"]["frame_id"]}
+            for b in on_hook
+            if b["state"] == "close"
+        ],  # fmt: skip
         "frames_scored": len(records),
         "anomalous_frames": sum(r.is_anomaly for r in records),
         "per_frame_alerts_instead": per_frame_alerts(records),
@@ -402,7 +368,9 @@ def case_intruder(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     steps = iter(scene.intruder(k, 40) for k in range(40))
     cam.send(repeat(scene.normal), 60, args.rate)
     cam.send(steps, 20, args.rate)  # half way across ...
-    wait_until(lambda: [b["state"] for b in hook.of(source)] == ["open"], 180, "the intruder's incident to open")
+    wait_until(
+        lambda: [b["state"] for b in hook.of(source)] == ["open"], 180, "the intruder's incident to open"
+    )
     ctx["alerter"].stop(kill=True)  # ... the alerter crashes (SIGKILL: no drain, no last commit)
     ctx["alerter"] = alerter = start_alerter(ctx)
     restored = alerter.logged(r"incidents: (\d+) still open", 120).group(1)
@@ -410,7 +378,9 @@ def case_intruder(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     cam.send(steps, 20, args.rate)  # ... and the intruder walks on, then leaves
     cam.send(repeat(scene.normal), 100, args.rate)
     cam.close()
-    wait_until(lambda: "close" in [b["state"] for b in hook.of(source)], 240, "the intruder's incident to close")
+    wait_until(
+        lambda: "close" in [b["state"] for b in hook.of(source)], 240, "the intruder's incident to close"
+    )
     time.sleep(12)  # longer than --close-after (wall time): a late second incident would show now
     return {"restored_after_restart": int(restored), **summary(hook, ctx["kafka"], source)}
 
@@ -422,7 +392,9 @@ def case_turned(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     cam.send(repeat(scene.turned), 200, args.rate)
     cam.send(repeat(scene.normal), 100, args.rate)
     cam.close()
-    wait_until(lambda: "close" in [b["state"] for b in hook.of(source)], 300, "the turned camera's incident to close")
+    wait_until(
+        lambda: "close" in [b["state"] for b in hook.of(source)], 300, "the turned camera's incident to close"
+    )
     time.sleep(12)
     return summary(hook, ctx["kafka"], source)
 
@@ -482,9 +454,12 @@ def alarm_by_phase(records: list[Any], phases: dict[str, int]) -> dict[str, floa
     return out
 
 
-def timeline(grid: list[dict[str, float]], firing: dict[str, list[float]], fps: float, phases: dict[str, int]) -> dict[str, Any]:
+def timeline(
+    grid: list[dict[str, float]], firing: dict[str, list[float]], fps: float, phases: dict[str, int]
+) -> dict[str, Any]:
     """When (camera seconds and frame) the alarm-rate metric first passes 3x and 5x target, when each camera
     rule first fires, and the metric's alarm ratio at that moment."""
+
     def first(cond: Callable[[dict[str, float]], bool]) -> Optional[dict[str, float]]:
         return next((p for p in grid if cond(p)), None)
 
@@ -495,7 +470,7 @@ def timeline(grid: list[dict[str, float]], firing: dict[str, list[float]], fps: 
                            "ramp_ends_s": (phases["before"] + phases["ramp"]) / fps,
                            "recalibrated_at_s": (phases["before"] + phases["ramp"] + phases["after"]) / fps}  # fmt: skip
     for k in (3, 5):
-        p = first(lambda p: ratio(p) > k)
+        p = first(lambda p, k=k: ratio(p) > k)
         out[f"alarm_rate_past_{k}x_s"] = p and p["nominal_s"]
     p = first(lambda p: (p.get("framewatch_source_drift") or 0) > 4)
     out["drift_past_4_s"] = p and p["nominal_s"]
@@ -518,7 +493,9 @@ def start_alerter(ctx: dict[str, Any]) -> Child:
     return child
 
 
-def fit_index(scene: Scene, n: int, env: dict[str, str], ctx: dict[str, Any], args: argparse.Namespace) -> str:
+def fit_index(
+    scene: EventScene, n: int, env: dict[str, str], ctx: dict[str, Any], args: argparse.Namespace
+) -> str:
     with tempfile.TemporaryDirectory() as folder:
         for i in range(n):
             scene.normal().save(Path(folder) / f"normal_{i:04d}.png")
@@ -550,13 +527,16 @@ def main() -> None:
     t0 = time.time()
     result: dict[str, Any] = {"args": vars(args), "alerter_flags": " ".join(ALERTER_FLAGS)}
     with contextlib.ExitStack() as stack:
-        bootstrap, redis_url = stack.enter_context(LocalBroker()).bootstrap, stack.enter_context(LocalRedis()).url
+        bootstrap, redis_url = (
+            stack.enter_context(LocalBroker()).bootstrap,
+            stack.enter_context(LocalRedis()).url,
+        )
         kafka = KafkaSettings(bootstrap=bootstrap)
         ensure_topics(kafka, Topics(), partitions=1)
         ensure_named_topics(kafka, ["incidents", "alerts.dlq"], partitions=1)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
         out_dir = Path(args.json).parent if args.json else Path(tempfile.mkdtemp())
-        scene, hook = Scene(args.seed), Hook()
+        scene, hook = EventScene(args.seed), Hook()
         stack.callback(hook.close)
         ctx: dict[str, Any] = {"kafka": kafka, "bootstrap": bootstrap, "redis": redis_url, "env": env,
                                "scene": scene, "hook": hook, "out_dir": out_dir}  # fmt: skip
@@ -576,7 +556,9 @@ def main() -> None:
             t1 = time.time()
             result[name] = cases[name](ctx, args)
             result[name]["seconds"] = round(time.time() - t1)
-            print(name, json.dumps({k: v for k, v in result[name].items() if k != "grid"}, indent=1), flush=True)
+            print(
+                name, json.dumps({k: v for k, v in result[name].items() if k != "grid"}, indent=1), flush=True
+            )
             if args.json:
                 Path(args.json).write_text(json.dumps(result, indent=1))
         result["alerter_log_tail"] = ctx["alerter"].output().splitlines()[-40:]
