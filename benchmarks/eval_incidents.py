@@ -55,7 +55,6 @@ from benchmarks.stream_scenes import EventScene, light_ramp, png  # noqa: E402
 INDEX = "bay"
 GRID_S = 15.0  # deploy/prometheus/prometheus.yml: scrape_interval and evaluation_interval
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
-CAMERA_RULES = ("FramewatchCameraAlarmRateHigh", "FramewatchCameraDrift")
 ALERTER_FLAGS = ("--need", "3", "--of", "5", "--close-after", "10")
 
 
@@ -277,7 +276,9 @@ def on_grid(
     return grid
 
 
-def promtool_firing(grid: list[dict[str, float]], source: str, workdir: Path) -> dict[str, list[float]]:
+def promtool_firing(
+    grid: list[dict[str, float]], source: str, workdir: Path, rules: Path = RULES
+) -> dict[str, list[float]]:
     """Run ``promtool test rules`` on the grid's series, expecting no alert at every grid time; the failures it
     reports are the times each camera rule fires (camera seconds). The test file is kept in ``workdir``."""
     labels = f'{{source="{source}",job="framewatch-worker",instance="worker:9108"}}'
@@ -285,18 +286,32 @@ def promtool_firing(grid: list[dict[str, float]], source: str, workdir: Path) ->
     for name in Scraper.NAMES:
         values = " ".join(f"{p.get(name, float('nan')):.6g}".replace("nan", "_") for p in grid)
         series.append({"series": name + labels, "values": values})
+    names = camera_rules(rules)
     start = grid[0]["nominal_s"]  # promtool's time 0 is the first grid point
     tests = [{"eval_time": f"{int(p['nominal_s'] - start)}s", "alertname": rule, "exp_alerts": []}
-             for p in grid for rule in CAMERA_RULES]  # fmt: skip
-    doc = {"rule_files": [os.path.relpath(RULES, workdir)], "evaluation_interval": f"{int(GRID_S)}s",
+             for p in grid for rule in names]  # fmt: skip
+    doc = {"rule_files": [os.path.relpath(rules, workdir)], "evaluation_interval": f"{int(GRID_S)}s",
            "tests": [{"interval": f"{int(GRID_S)}s", "input_series": series, "alert_rule_test": tests}]}  # fmt: skip
     path = workdir / "incidents_eval_rules_test.yml"
     path.write_text(json.dumps(doc, indent=1))  # JSON is YAML
-    out = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True).stdout
-    firing: dict[str, list[float]] = {rule: [] for rule in CAMERA_RULES}
+    proc = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr  # promtool prints the failed expectations on stderr
+    if "SUCCESS" not in out and "FAILED" not in out:
+        raise SystemExit(f"promtool test rules {path} did not run:\n{out[-2000:]}")
+    firing: dict[str, list[float]] = {rule: [] for rule in names}
     for rule, t in re.findall(r"alertname: (\w+), time: ([0-9hms]+),", out):
         firing[rule].append(start + _seconds(t))
     return firing
+
+
+def camera_rules(rules: Path) -> list[str]:
+    """The alerts of the rules file's framewatch-cameras group."""
+    import yaml
+
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    return [
+        r["alert"] for g in groups if g["name"] == "framewatch-cameras" for r in g["rules"] if "alert" in r
+    ]
 
 
 def _seconds(text: str) -> float:
@@ -426,7 +441,7 @@ def case_light(ctx: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     scraper.stop()
     status_after = status_rows(ctx["env"], ctx["redis"])
     grid = on_grid(scraper.samples, scored0, fps, total)
-    firing = promtool_firing(grid, source, ctx["out_dir"])
+    firing = promtool_firing(grid, source, ctx["out_dir"], args.rules.resolve())
     records = scores_of(ctx["kafka"], source)
     return {
         "phases": phases, "fps": fps, "light_end": args.light_end, "recalibrate": recal.strip(),
@@ -517,7 +532,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--rules", type=Path, default=RULES, help="alert rules to evaluate case 3's series with")
+    p.add_argument("--rules-only", action="store_true",
+                   help="no streams: evaluate --rules on the series saved in --json (case 3) and update it")  # fmt: skip
     args = p.parse_args()
+    if args.rules_only:
+        return rules_only(Path(args.json), args.rules.resolve())
 
     from framewatch.admin import ensure_named_topics, ensure_topics
     from framewatch.services import LocalBroker, LocalRedis
@@ -566,6 +586,16 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     print(table(result))
+
+
+def rules_only(path: Path, rules: Path) -> None:
+    result = json.loads(path.read_text())
+    light = result["light"]
+    firing = promtool_firing(light["grid"], "cam-light", path.parent, rules)
+    light["rules"], light["firing"] = os.path.relpath(rules, ROOT), firing
+    light["timeline"] = timeline(light["grid"], firing, light["fps"], light["phases"])
+    path.write_text(json.dumps(result, indent=1))
+    print(json.dumps(light["timeline"], indent=1))
 
 
 def table(result: dict[str, Any]) -> str:
