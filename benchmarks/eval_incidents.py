@@ -533,11 +533,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--rules", type=Path, default=RULES, help="alert rules to evaluate case 3's series with")
+    p.add_argument("--rules-label", default="", help="name the --rules-only result is kept under")
     p.add_argument("--rules-only", action="store_true",
                    help="no streams: evaluate --rules on the series saved in --json (case 3) and update it")  # fmt: skip
     args = p.parse_args()
     if args.rules_only:
-        return rules_only(Path(args.json), args.rules.resolve())
+        return rules_only(Path(args.json), args.rules.resolve(), args.rules_label)
 
     from framewatch.admin import ensure_named_topics, ensure_topics
     from framewatch.services import LocalBroker, LocalRedis
@@ -588,12 +589,13 @@ def main() -> None:
     print(table(result))
 
 
-def rules_only(path: Path, rules: Path) -> None:
+def rules_only(path: Path, rules: Path, label: str = "") -> None:
     result = json.loads(path.read_text())
     light = result["light"]
     firing = promtool_firing(light["grid"], "cam-light", path.parent, rules)
     light["rules"], light["firing"] = os.path.relpath(rules, ROOT), firing
     light["timeline"] = timeline(light["grid"], firing, light["fps"], light["phases"])
+    light.setdefault("by_rules", {})[label or light["rules"]] = light["timeline"]
     path.write_text(json.dumps(result, indent=1))
     print(json.dumps(light["timeline"], indent=1))
 
