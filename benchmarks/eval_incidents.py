@@ -546,7 +546,10 @@ def main() -> None:
     from wire.topics import Topics
 
     t0 = time.time()
-    result: dict[str, Any] = {"args": vars(args), "alerter_flags": " ".join(ALERTER_FLAGS)}
+    result: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "alerter_flags": " ".join(ALERTER_FLAGS),
+    }
     with contextlib.ExitStack() as stack:
         bootstrap, redis_url = (
             stack.enter_context(LocalBroker()).bootstrap,
