@@ -23,7 +23,8 @@ frame's capture time is that of a camera at ``--fps`` (5 a second for cases 1-2,
 alerter groups incidents as it would live (--close-after and --scene-after are stream time). For the
 alert rules, the worker's /metrics is scraped every ~0.25 s; the scrapes are put on the camera's own time
 (frames scored / fps) on a 15 s grid (deploy/prometheus/prometheus.yml's scrape and evaluation interval)
-and evaluated with ``promtool test rules`` against deploy/prometheus/rules.yml unchanged (``for: 5m``).
+and evaluated with ``promtool test rules`` against deploy/prometheus/rules.yml as shipped (``--rules`` for
+another file; ``--rules-only`` re-evaluates the series saved in ``--json`` without running the streams).
 The worker's drift window is the last 1,000 frames (``--drift-window 3600``, so the frame cap, not the
 clock, bounds it); at 2 frames a second that is what the default 600 s window holds in production.
 ``--since`` of ``recalibrate`` is by Kafka timestamp, which is real (publish) time.
