@@ -13,6 +13,10 @@ fixture of its own (a pole, a window, a sign) drawn at its own place. Per camera
 - ``clean``: a folder's worth of normal frames of the same scene (what an
   operator would hand-pick), for the comparison.
 
+``EventScene``: one camera's bay for events rather than single frames (issue 20's evaluation,
+benchmarks/eval_incidents.py, tests/integration/test_incidents.py): a person walking across it, the
+camera turned to face elsewhere (a crop of evaluation/wide_camera.py's yard), the light dimmed.
+
 Deterministic for a seed. PIL images in memory; ``png`` encodes one.
 """
 
@@ -25,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 # The demo scene's drawing functions; the benchmark reuses them rather than drawing a scene of its own.
-from framewatch.demo_scene import _background, _normal, _paste_anomaly
+from framewatch.demo_scene import H, W, _background, _normal, _paste_anomaly
 
 
 @dataclass
@@ -102,3 +106,46 @@ def png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+class EventScene:
+    """The loading bay of one camera: normal frames, an intruder crossing it, the camera turned away, dimmed."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.bg = _background(self.rng)
+        self.elsewhere = _turned_view(seed)
+
+    def normal(self, gain: float = 1.0) -> Image.Image:
+        frame = _normal(self.bg, self.rng)
+        return frame if gain == 1.0 else _dim(frame, gain)
+
+    def intruder(self, step: int, steps: int) -> Image.Image:
+        """A person walking across the bay, left to right, at ``step`` of ``steps``."""
+        from evaluation.wide_camera import _person
+
+        frame = self.normal()
+        x = int(10 + (W - 50) * step / max(1, steps - 1))
+        same = np.random.default_rng(7)  # the same person in every frame
+        _person(ImageDraw.Draw(frame), x - 4, 110, 80, same)
+        return frame
+
+    def turned(self) -> Image.Image:
+        """The camera turned to face elsewhere (the yard), with the usual light and shake."""
+        return _normal(self.elsewhere, self.rng)
+
+
+def _turned_view(seed: int) -> Image.Image:
+    from evaluation.wide_camera import background
+
+    yard = Image.fromarray(np.clip(background(seed), 0, 255).astype(np.uint8))
+    return yard.crop((300, 100, 300 + 640, 100 + 480)).resize((W, H))
+
+
+def _dim(frame: Image.Image, gain: float) -> Image.Image:
+    return Image.fromarray(np.clip(np.asarray(frame).astype(np.float32) * gain, 0, 255).astype(np.uint8))
+
+
+def light_ramp(n: int, end: float) -> list[float]:
+    """The light's level over ``n`` frames, falling linearly from 1 to ``end``."""
+    return [1.0 + (end - 1.0) * (i + 1) / n for i in range(n)]

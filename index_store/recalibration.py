@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from index_store.fitting import FitError, threshold_at
+from index_store.fitting import FitError, score_sketch, threshold_at
 from index_store.repository import IndexMeta
 
 
@@ -69,6 +69,7 @@ def recalibrate(
         "score_p50": float(np.quantile(kept, 0.5)),
         "score_p99": float(np.quantile(kept, 0.99)),
         "score_max": float(kept.max()),
+        "score_quantiles": score_sketch(kept),  # what workers measure drift against (worker/drift.py)
         "left_out_confirmed": int(len(scores) - kept.size),
         "previous_version": meta.version,
         "previous_threshold": meta.threshold,

@@ -86,6 +86,14 @@ def test_every_alert_fires_on_input_that_reproduces_it():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@needs_promtool
+def test_the_camera_rules_fire_before_a_measured_lighting_drift_passes_five_times_target():
+    """The worker's own series from benchmarks/eval_incidents.py (case 3), evaluated as Prometheus would."""
+    proc = subprocess.run([PROMTOOL, "test", "rules", str(DEPLOY / "prometheus/rules_measured_test.yml")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_every_alert_has_a_test_a_severity_and_a_runbook_section():
     tests = yaml.safe_load((DEPLOY / "prometheus/rules_test.yml").read_text())["tests"]
     firing = {c["alertname"] for t in tests for c in t["alert_rule_test"] if c["exp_alerts"]}
@@ -236,7 +244,9 @@ def test_images_leave_malloc_to_framewatch():
 def test_each_image_target_copies_every_package_the_cli_imports():
     """`framewatch alert` or `review` in the image must not die with ModuleNotFoundError."""
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+        "include"
+    ]
     packages = {p.rstrip("*") for p in include}
     for target in ("cpu", "cuda"):
         body = re.split(r"^FROM ", dockerfile, flags=re.M)

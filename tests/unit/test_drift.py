@@ -34,6 +34,20 @@ def calibrated(rng: np.random.Generator, n: int = 1000, shape: float = 16.0) -> 
     return Reference.from_calibration(cal, threshold), threshold
 
 
+def rule_for_s(alert: str) -> float:
+    """The ``for`` of an alert in deploy/prometheus/rules.yml, in seconds."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[2] / "deploy/prometheus/rules.yml").read_text())
+    rule = next(r for g in doc["groups"] for r in g["rules"] if r.get("alert") == alert)
+    return sum(
+        float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in re.findall(r"(\d+)([hms])", rule["for"])
+    )
+
+
 def held(series: list[tuple[float, float]], limit: float, for_s: float) -> float:
     """First time ``value > limit`` has held for ``for_s`` (a Prometheus rule's ``for``); inf if never."""
     since = None
@@ -64,7 +78,7 @@ def test_upward_drift_shows_in_drift_and_alarm_rate_before_the_alarm_rate_passes
     assert max(stable) < DRIFT_ALERT, "no drift alert while the scene is as calibrated"
     assert max(v for t, v in ratio if t < 600) < ALARM_RATIO_ALERT
     five_times = next(t for t, v in ratio if v > 5)
-    drift_fires = held(drift, DRIFT_ALERT, 300)
+    drift_fires = held(drift, DRIFT_ALERT, rule_for_s("FramewatchCameraDrift"))
     assert drift_fires < five_times
     at_drift = dict(ratio)[drift_fires]
     assert at_drift > 1.0, "the alarm rate is already rising when drift fires"

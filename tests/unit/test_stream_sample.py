@@ -67,3 +67,21 @@ def test_recalibrate_sets_the_quantile_without_the_confirmed_frames():
     assert result.rate_before == pytest.approx(98 / 99)
     assert result.rate_after <= 0.1 and result.meta.threshold < 2.0
     assert result.meta.calibration["previous_version"] == 4 and result.meta.version == 0
+
+
+def test_a_recalibrated_version_gives_workers_the_full_sketch_to_measure_drift_against():
+    """Without it, `status` listed REF `summary` (3 points) after a recalibration, and the runbook said to refit."""
+    from worker.drift import DRIFT_ALERT, DriftTracker, Reference
+
+    rng = np.random.default_rng(3)
+    meta = IndexMeta(name="cam", kind="exact", k=2, dim=2, n_vectors=1, spec={}, version=2, threshold=10.0,
+                     calibration={"target_fpr": 0.01})  # fmt: skip
+    recent = rng.gamma(16.0, 2.0, 400)  # the scene after the change: every frame over the old threshold
+    result = recalibrate(meta, recent, np.zeros(400, dtype=bool))
+    ref = Reference.from_calibration(result.meta.calibration, result.meta.threshold)
+    assert ref.kind == "sketch" and len(ref.points) > 10
+    tracker = DriftTracker()
+    for score in rng.gamma(16.0, 2.0, 600):  # later frames of the same scene
+        tracker.observe("cam", float(score) / result.meta.threshold, "cam@3", ref)
+    (d,) = tracker.snapshot()
+    assert d.reference == "sketch" and d.drift is not None and d.drift < DRIFT_ALERT and d.alarm_rate < 0.03
