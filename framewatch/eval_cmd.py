@@ -184,6 +184,23 @@ def _embedder_maker(args: argparse.Namespace, spec: EmbedderSpec):  # type: igno
     return make_embedder
 
 
+def calibrated(make_embedder: Any, spec: EmbedderSpec, train: Any) -> EmbedderSpec:
+    """An int8 spec: the embedder ``make_embedder`` builds calibrated on (evenly spaced) normal training images,
+    as ``index fit`` calibrates on its fit frames; the spec returned names the quantized model (so feature caches
+    keep each calibration apart). Any other spec: unchanged."""
+    if spec.precision != "int8":
+        return spec
+    import numpy as np
+
+    from index_store.openvino_runtime import CALIBRATION_FRAMES
+
+    n = min(len(train), CALIBRATION_FRAMES)
+    picked = train.subset(np.linspace(0, len(train) - 1, n).round().astype(int), f"cal{n}")
+    embedder = make_embedder()
+    embedder.calibrate(list(picked))
+    return embedder.spec
+
+
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "mvtec":
         from framewatch.eval_mvtec import run_mvtec
@@ -226,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         eval_s = 0.0
     else:
         make_embedder = _embedder_maker(args, spec)
+        spec = calibrated(make_embedder, spec, train)
         tr = cache.get_or_embed(spec, train, make_embedder, progress=progress)
         te = cache.get_or_embed(spec, test, make_embedder, progress=progress)
         t_eval = time.perf_counter()

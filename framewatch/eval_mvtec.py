@@ -21,6 +21,7 @@ from framewatch.eval_cmd import (
     _embedder_maker,
     _methods,
     cache_dir,
+    calibrated,
     spec_from_args,
     threads_used,
     write_outputs,
@@ -47,6 +48,11 @@ def run_mvtec(args: argparse.Namespace) -> int:
     for cat in categories:
         if args.finetune:  # MSC on the category's normal training images (evaluation/finetuned.py)
             (tr, te), tuning[cat.name] = _tuned(args, spec, cat, cache, progress)
+        elif spec.precision == "int8":  # each category is its own index: calibrated on its own training images
+            make_embedder = _embedder_maker(args, spec)
+            cat_spec = calibrated(make_embedder, spec, cat.train)
+            tr = cache.get_or_embed(cat_spec, cat.train, make_embedder, progress=progress)
+            te = cache.get_or_embed(cat_spec, cat.test, make_embedder, progress=progress)
         else:
             tr = cache.get_or_embed(spec, cat.train, make_embedder, progress=progress)
             te = cache.get_or_embed(spec, cat.test, make_embedder, progress=progress)

@@ -17,7 +17,13 @@ the precision), so a restarted worker neither exports nor converts again.
 
 Precision: OpenVINO picks bf16 on its own on CPUs that have it, which moves
 scores by about 2 %; it is always asked for explicitly here
-(``INFERENCE_PRECISION_HINT``): ``fp32`` -> f32, ``bf16`` -> bf16.
+(``INFERENCE_PRECISION_HINT``): ``fp32`` -> f32, ``bf16`` -> bf16. ``int8``:
+the model after NNCF post-training quantization (``quantize``), calibrated on
+the index's own normal frames; what is not quantized runs at f32. The
+quantized model is the calibration's product and cannot be remade without
+those frames, so it travels as bytes (``QuantizedModel``: its OpenVINO IR in a
+safetensors blob, pinned by the spec's ``quantized_sha256``) with the index
+version, as fine-tuned weights do (index_store/adapted.py).
 
 Only the standard library is imported here at module level, so the command
 line can offer the choices without importing torch or OpenVINO.
@@ -41,7 +47,10 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "openvino")
 DEFAULT_RUNTIME = "auto"
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the quantized ops; the rest at f32
+# Frames an int8 model is calibrated on (evenly spaced over the fit frames): NNCF's statistics (activation
+# ranges, fast bias correction) settle well below its default of 300, and calibration costs one f32 pass each.
+CALIBRATION_FRAMES = 128
 CACHE_VAR = "FRAMEWATCH_CACHE"
 MAX_BATCH = (
     4096  # the exported batch dimension's upper bound (torch.export needs one; the worker's is far lower)
@@ -50,6 +59,37 @@ MAX_BATCH = (
 
 class RuntimeUnavailable(IndexStoreError):
     """The runtime asked for cannot run here (not installed, or not on this device)."""
+
+
+class NotCalibrated(IndexStoreError):
+    """An int8 model was asked to embed before it was calibrated (``quantize``) or given its quantized model."""
+
+
+def encode_quantized(xml: bytes, weights: bytes, metadata: Mapping[str, str]) -> bytes:
+    """A quantized OpenVINO IR (model.xml, model.bin) -> one safetensors blob (two uint8 tensors)."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    tensors = {"xml": np.frombuffer(xml, np.uint8), "bin": np.frombuffer(weights, np.uint8)}
+    return save(tensors, metadata={"format": "openvino-ir", **metadata})
+
+
+def decode_quantized(blob: bytes, expected_sha256: str) -> tuple[bytes, bytes]:
+    """The blob's (xml, bin), after checking it against ``expected_sha256`` (CorruptIndex if it fails)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    from index_store.errors import CorruptIndex
+
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != expected_sha256:
+        raise CorruptIndex(f"the int8 model fails its sha256: stored {actual[:12]}..., the index was fit with "
+                           f"{expected_sha256[:12]}...; refusing to embed with another model")  # fmt: skip
+    try:
+        tensors = load(blob)
+        return tensors["xml"].tobytes(), tensors["bin"].tobytes()
+    except (SafetensorError, ValueError, KeyError, RuntimeError) as e:
+        raise CorruptIndex(f"the int8 model is not a readable blob: {e}") from e
 
 
 def installed() -> bool:
@@ -89,9 +129,10 @@ class OpenVinoModel:
     """
 
     def __init__(self, module: Any, fingerprint: str, precision: str = "fp32", threads: int = 0,
-                 cache_dir: Optional[Path] = None) -> None:  # fmt: skip
+                 cache_dir: Optional[Path] = None, quantized: Optional[tuple[bytes, bytes]] = None) -> None:  # fmt: skip
         """``module``: the eval-mode torch module; ``fingerprint``: its spec's (names the weights);
-        ``threads``: OpenVINO's inference threads (0: its default, all cores)."""
+        ``threads``: OpenVINO's inference threads (0: its default, all cores); ``quantized``: an int8 model's
+        IR (xml, bin) as ``decode_quantized`` gives it (else ``quantize`` must be called first)."""
         import openvino as ov
 
         if precision not in OV_PRECISION:
@@ -116,6 +157,32 @@ class OpenVinoModel:
         self.version = ov.get_version()
         self._compiled: dict[tuple[int, int], Any] = {}
         self.converted = self.loaded = 0
+        self.quantized = quantized
+
+    def quantize(self, calibration: Any) -> bytes:
+        """Calibrate the int8 model on ``calibration`` ((N, 3, H, W) float32 model inputs of normal frames,
+        one shape) with NNCF's post-training quantization; returns the blob (``encode_quantized``) to keep
+        with the index. Deterministic for the same inputs, NNCF and OpenVINO."""
+        import nncf
+
+        if self.precision != "int8":
+            raise RuntimeUnavailable(f"only the int8 precision is calibrated, not {self.precision}")
+        t0 = time.perf_counter()
+        x = calibration.float().contiguous().numpy()
+        shape = (int(x.shape[-2]), int(x.shape[-1]))
+        model = self._fp32_model(shape)
+        data = nncf.Dataset([x[i : i + 1] for i in range(len(x))])
+        quantized = nncf.quantize(model, data, subset_size=len(x), preset=nncf.QuantizationPreset.PERFORMANCE)
+        with tempfile.TemporaryDirectory() as tmp:
+            ov_save(quantized, Path(tmp) / "model.xml")
+            ir = (Path(tmp) / "model.xml").read_bytes(), (Path(tmp) / "model.bin").read_bytes()
+        meta = {"openvino": self.version, "nncf": nncf.__version__, "shape": f"{shape[0]}x{shape[1]}",
+                "calibration_frames": str(len(x))}  # fmt: skip
+        blob = encode_quantized(*ir, meta)
+        self.quantized, self._compiled = ir, {}
+        log.info("int8 model calibrated on %d frames at %dx%d in %.1fs (%d KiB)", len(x), *shape,
+                 time.perf_counter() - t0, len(blob) // 1024)  # fmt: skip
+        return blob
 
     def __call__(self, x: Any) -> Any:
         import torch
@@ -138,6 +205,8 @@ class OpenVinoModel:
     def _compile(self, shape: tuple[int, int]) -> Any:
         """The compiled model for this shape; the torch module itself if conversion fails (OpenVINO is an
         optimisation, never a reason not to serve)."""
+        if self.precision == "int8":  # torch would not give the int8 model's features: no fallback
+            return self._compile_or_raise(shape)
         try:
             return self._compile_or_raise(shape)
         except Exception as e:  # noqa: BLE001 - export and conversion fail in many types
@@ -148,22 +217,38 @@ class OpenVinoModel:
 
     def _compile_or_raise(self, shape: tuple[int, int]) -> Any:
         t0 = time.perf_counter()
-        xml = self._ir_path(shape)
-        if xml.exists():
-            model = self.core.read_model(str(xml))
-            self.loaded += 1
-            how = "loaded from " + str(xml.parent)
+        if self.precision == "int8":
+            if self.quantized is None:
+                raise NotCalibrated("the int8 model is not calibrated: fit the index with --precision int8 "
+                                    "(it calibrates on the fit frames), or load the index's quantized model")  # fmt: skip
+            import numpy as np
+            import openvino as ov
+
+            xml_bytes, weights = self.quantized
+            model = self.core.read_model(model=xml_bytes, weights=ov.Tensor(np.frombuffer(weights, np.uint8).copy()))
+            how = "int8, from the index's quantized model"
         else:
-            model = self._convert(shape)
-            self._save(model, xml)
-            self.converted += 1
-            how = "converted from torch"
+            model, how = self._fp32_model_how(shape)
         model.reshape({model.inputs[0].get_any_name(): [-1, 3, *shape]})
         compiled = self.core.compile_model(model, "CPU", self.config)
         self._compiled[shape] = compiled
         log.info("openvino model for %dx%d at %s %s, compiled in %.1fs", *shape, self.precision, how,
                  time.perf_counter() - t0)  # fmt: skip
         return compiled
+
+    def _fp32_model(self, shape: tuple[int, int]) -> Any:
+        return self._fp32_model_how(shape)[0]
+
+    def _fp32_model_how(self, shape: tuple[int, int]) -> tuple[Any, str]:
+        """The converted (not compiled) f32 model for this shape: from the disk cache, else from torch."""
+        xml = self._ir_path(shape)
+        if xml.exists():
+            self.loaded += 1
+            return self.core.read_model(str(xml)), "loaded from " + str(xml.parent)
+        model = self._convert(shape)
+        self._save(model, xml)
+        self.converted += 1
+        return model, "converted from torch"
 
     def _ir_path(self, shape: tuple[int, int]) -> Path:
         key = hashlib.sha256(f"{self.fingerprint}|{shape[0]}x{shape[1]}|{self.version}".encode()).hexdigest()[
@@ -198,7 +283,7 @@ class OpenVinoModel:
         try:
             xml.parent.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=xml.parent.parent))
-            ov.save_model(model, str(tmp / xml.name), compress_to_fp16=False)
+            ov_save(model, tmp / xml.name)
             os.rename(tmp, xml.parent)
         except (OSError, RuntimeError) as e:
             if not xml.exists():  # another process got there first: theirs is as good; else say why
@@ -206,3 +291,10 @@ class OpenVinoModel:
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ov_save(model: Any, xml: Path) -> None:
+    """``model.xml`` and ``model.bin``, weights kept at their precision (no f16 compression)."""
+    import openvino as ov
+
+    ov.save_model(model, str(xml), compress_to_fp16=False)

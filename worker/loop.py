@@ -101,7 +101,7 @@ class Worker:
         self.embedder_factory = embedder_factory or (
             lambda spec: Embedder(
                 spec, str(self.device), cfg.precision, batch_size=cfg.max_batch, adapted=self.indexes.adapted,
-                runtime=cfg.runtime,
+                runtime=cfg.runtime, quantized=self.indexes.quantized,
             )  # fmt: skip
         )
         self.device = pick_device(cfg.device)  # the embedder's; a CUDA worker searches its indexes there too
