@@ -277,8 +277,6 @@ class OpenVinoModel:
     @staticmethod
     def _save(model: Any, xml: Path) -> None:
         """Written in a temporary folder, then renamed: workers starting together never read half a model."""
-        import openvino as ov
-
         tmp = None
         try:
             xml.parent.parent.mkdir(parents=True, exist_ok=True)

@@ -319,7 +319,7 @@ class IndexRepository:
             raise CorruptIndex(f"{where} is missing chunks of its {blob.what}")
         data = b"".join(parts)  # type: ignore[arg-type]
         if hashlib.sha256(data).hexdigest() != expected:
-            raise CorruptIndex(f"{where}: {blob.what} fail their sha256 (expected {expected[:12]}...): "
+            raise CorruptIndex(f"{where}: {blob.what} {blob.fails} sha256 (expected {expected[:12]}...): "
                                "refusing to embed with another model than the fitted one")  # fmt: skip
         return data
 
@@ -366,12 +366,13 @@ class _Blob:
     chunks_field: str
     kind: str  # what a version holding it is
     what: str  # what it is
+    fails: str  # "<what> <fails> sha256"
     key: Any  # (keys, name, version, i) -> the Redis key of chunk i
 
 
-ADAPTED = _Blob("adapted_sha256", "adapted_chunks", "fine-tuned", "adapted weights",
+ADAPTED = _Blob("adapted_sha256", "adapted_chunks", "fine-tuned", "adapted weights", "fail their",
                 lambda k, n, v, i: k.adapted_chunk(n, v, i))  # fmt: skip
-QUANTIZED = _Blob("quantized_sha256", "quantized_chunks", "int8", "int8 model",
+QUANTIZED = _Blob("quantized_sha256", "quantized_chunks", "int8", "int8 model", "fails its",
                   lambda k, n, v, i: k.quantized_chunk(n, v, i))  # fmt: skip
 
 
@@ -384,7 +385,7 @@ def _blob_chunks(meta: IndexMeta, data: Optional[bytes], blob: _Blob) -> list[by
         raise CorruptIndex(f"index {meta.name!r}: the {blob.what} and a {blob.kind} spec come together, "
                            f"got {blob.what if data else f'a {blob.kind} spec'} only")  # fmt: skip
     if hashlib.sha256(data).hexdigest() != expected:
-        raise CorruptIndex(f"index {meta.name!r}: the {blob.what} differ from the spec's {blob.spec_field}")
+        raise CorruptIndex(f"index {meta.name!r}: the {blob.what} and the spec's {blob.spec_field} disagree")
     return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
 
 
