@@ -204,14 +204,19 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
 def _variants(args: argparse.Namespace, spec: Any, images: list[bytes]) -> tuple[dict[str, Any], dict[str, bytes]]:
     """One embedder per runtime and precision asked for, named e.g. ``openvino/bf16``; the spec carries
     the precision, as an index fit at it would (int8: calibrated on the bench's frames, as a fit on them
-    would be; its quantized model is returned by name). Without --runtime: the default runtime at fp32."""
+    would be; its quantized model is returned by name). Without --runtime: the default runtime; without
+    --precision: the precision a new index is fit at here."""
     import io
 
     from PIL import Image
 
-    from index_store.embedder import Embedder
+    from index_store import openvino_runtime
+    from index_store.embedder import Embedder, pick_device
 
-    runtimes, precisions = args.runtime or (None,), args.precision or (spec.precision,)
+    default = openvino_runtime.default_precision(
+        (args.runtime or [openvino_runtime.DEFAULT_RUNTIME])[0], pick_device(args.device).type
+    )  # what a new index is fit at here
+    runtimes, precisions = args.runtime or (None,), args.precision or (default,)
     out, quantized = {}, {}
     for runtime in runtimes:
         for precision in precisions:

@@ -184,6 +184,17 @@ def _embedder_maker(args: argparse.Namespace, spec: EmbedderSpec):  # type: igno
     return make_embedder
 
 
+def precision_of(args: argparse.Namespace) -> str:
+    """``--precision``, else what ``index fit`` gives a new index (openvino_runtime.default_precision)."""
+    if args.precision:
+        return str(args.precision)
+    from index_store import openvino_runtime
+    from index_store.embedder import pick_device
+
+    return openvino_runtime.default_precision(args.runtime or openvino_runtime.DEFAULT_RUNTIME,
+                                              pick_device(args.device).type)  # fmt: skip
+
+
 def calibrated(make_embedder: Any, spec: EmbedderSpec, train: Any) -> EmbedderSpec:
     """An int8 spec: the embedder ``make_embedder`` builds calibrated on (evenly spaced) normal training images,
     as ``index fit`` calibrates on its fit frames; the spec returned names the quantized model (so feature caches
@@ -210,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     datasets.check_available(args.dataset, args.data)  # fail before any model is built
-    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop, args.precision)
+    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop, precision_of(args))
     from framewatch import geometry_flags
 
     spec = geometry_flags.apply(args, spec)

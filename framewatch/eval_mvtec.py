@@ -22,6 +22,7 @@ from framewatch.eval_cmd import (
     _methods,
     cache_dir,
     calibrated,
+    precision_of,
     spec_from_args,
     threads_used,
     write_outputs,
@@ -37,7 +38,7 @@ def run_mvtec(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
     categories = mvtec.load(args.data, names)  # fail before any model is built
     spec = geometry_flags.apply(args, spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop,
-                                                      args.precision))
+                                                      precision_of(args)))
     methods = _methods(args)
     features.configure_threads(args.threads)
     cache = features.FeatureCache(cache_dir(args))

@@ -105,8 +105,6 @@ def run_fit(args: argparse.Namespace) -> int:
     elif args.crop:
         spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
     spec = geometry_flags.apply(args, spec)
-    if args.precision:
-        spec = dataclasses.replace(spec, precision=args.precision)
     train = image_paths(args.images)
     if not train:
         raise FramewatchError(f"no JPEG/PNG images under {args.images}")
@@ -116,9 +114,10 @@ def run_fit(args: argparse.Namespace) -> int:
         raise FramewatchError(f"{len(train)} image(s) cannot calibrate a threshold with --k {args.k}: "
                               f"give at least {args.k + 1} or a --holdout folder")  # fmt: skip
     repo = repository(redis_settings)  # fail fast, before minutes of embedding
-    from framewatch.index_safety import check_backbone, check_eviction
+    from framewatch.index_safety import check_backbone, check_eviction, fit_precision
 
     check_eviction(repo)  # a Redis that may evict index keys: refused now, not after the embedding
+    spec = dataclasses.replace(spec, precision=fit_precision(repo, args.name, args.precision, args.runtime, args.device))
 
     # fine-tuning makes new weights, so a fine-tuned version always changes the embedder workers hold
     # fine-tuning makes new weights and int8 a new calibration: either changes the embedder workers hold

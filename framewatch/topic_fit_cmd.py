@@ -57,13 +57,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.crop:
         spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
     spec = geometry_flags.apply(args, spec)
-    if getattr(args, "precision", None):
-        if args.precision == "int8":  # calibration needs the frames before the sample is embedded: not wired here
-            from wire.errors import FramewatchError
-
-            raise FramewatchError("--precision int8 is not offered with --from-topic yet: fit int8 from a folder "
-                                  "of frames (index fit DIR --precision int8), or use fp32/bf16")  # fmt: skip
-        spec = dataclasses.replace(spec, precision=args.precision)
     clusters = args.clusters
     if args.kind == "patch" and clusters is None and args.coreset is None:
         clusters = PATCH_DEFAULT_CLUSTERS
@@ -71,6 +64,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = FitConfig(clusters, args.k, clean, args.target_fpr, args.seed, args.coreset)
     holdout_paths = image_paths(args.holdout) if args.holdout else ()
     repo = repository(redis_settings)
+    from framewatch.index_safety import fit_precision
+
+    spec = dataclasses.replace(spec, precision=fit_precision(repo, args.name, getattr(args, "precision", None),
+                                                             getattr(args, "runtime", None), args.device))  # fmt: skip
+    if spec.precision == "int8":  # calibration needs the frames before the sample is embedded: not wired here
+        from wire.errors import FramewatchError
+
+        raise FramewatchError("--precision int8 is not offered with --from-topic yet: fit int8 from a folder "
+                              "of frames (index fit DIR --precision int8), or use fp32/bf16")  # fmt: skip
     set_cpu_threads(args.threads)
     embedder = Embedder(spec, device=args.device, batch_size=args.batch_size)
     sample = read_sample(kafka, topic, args.source, period, embedder, args.every, args.max_frames)

@@ -52,6 +52,7 @@ OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the quant
 # ranges, fast bias correction) settle well below its default of 300, and calibration costs one f32 pass each.
 CALIBRATION_FRAMES = 128
 CACHE_VAR = "FRAMEWATCH_CACHE"
+PRECISION_VAR = "FRAMEWATCH_PRECISION"  # the precision new indexes are fit at when none is asked for
 MAX_BATCH = (
     4096  # the exported batch dimension's upper bound (torch.export needs one; the worker's is far lower)
 )
@@ -100,6 +101,33 @@ def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     """``$FRAMEWATCH_CACHE/openvino``, else ``~/.cache/framewatch/openvino``."""
     root = environ.get(CACHE_VAR) or str(Path.home() / ".cache" / "framewatch")
     return Path(root) / "openvino"
+
+
+def default_precision(runtime: str = DEFAULT_RUNTIME, device_type: str = "cpu",
+                      environ: Mapping[str, str] = os.environ) -> str:  # fmt: skip
+    """The precision a new index is fit (and evaluated) at when ``--precision`` is not given.
+
+    The fastest mode whose accuracy cost stayed under 0.5 ROC-AUC points on every evaluation set
+    (docs/accuracy.md, "CPU precision"): bf16 (int8 cost 1.4-6.4 points), where OpenVINO runs it
+    natively (a CPU with bf16 instructions); fp32 elsewhere (CUDA, torch, a CPU without bf16, where bf16
+    would not be faster). ``FRAMEWATCH_PRECISION`` overrides it. Existing indexes keep theirs: the spec
+    records it, and a refit keeps the active version's (framewatch/index_safety.py).
+    """
+    from index_store.spec import PRECISIONS
+
+    forced = environ.get(PRECISION_VAR)
+    if forced:
+        if forced not in PRECISIONS:
+            raise RuntimeUnavailable(f"{PRECISION_VAR}={forced!r} is not one of {', '.join(PRECISIONS)}")
+        return forced
+    try:
+        if choose(runtime, device_type) != "openvino":
+            return "fp32"
+    except RuntimeUnavailable:
+        return "fp32"
+    import openvino as ov
+
+    return "bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "fp32"
 
 
 def choose(runtime: str, device_type: str) -> str:

@@ -219,3 +219,16 @@ def test_streams_split_a_batch_and_give_the_same_features(tmp_path) -> None:
     two = Embedder(spec, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path, streams=2)
     np.testing.assert_allclose(two.embed_tensor(x), one.embed_tensor(x), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(two.embed_tensor(x[:3]), one.embed_tensor(x[:3]), rtol=1e-6, atol=1e-6)
+
+
+def test_new_indexes_default_to_bf16_where_the_cpu_runs_it_and_fp32_elsewhere() -> None:
+    import openvino as ov
+
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert openvino_runtime.default_precision("auto", "cpu", environ={}) == ("bf16" if native else "fp32")
+    assert openvino_runtime.default_precision("torch", "cpu", environ={}) == "fp32"
+    assert openvino_runtime.default_precision("auto", "cuda", environ={}) == "fp32"
+    assert openvino_runtime.default_precision("auto", "cpu", environ={"FRAMEWATCH_PRECISION": "fp32"}) == "fp32"
+    with pytest.raises(openvino_runtime.RuntimeUnavailable, match="FRAMEWATCH_PRECISION"):
+        openvino_runtime.default_precision("auto", "cpu", environ={"FRAMEWATCH_PRECISION": "fp8"})
+    assert "precision" not in EmbedderSpec().to_dict()  # indexes fit before keep their fingerprints (fp32)
