@@ -52,8 +52,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from framewatch import flags
 
     flags.add_runtime_flags(p, many=True)
-    p.add_argument("--ov-streams", type=lambda v: [int(x) for x in v.split(",")], default=[1],
-                   help="OpenVINO inference streams a batch is split over, comma-separated to compare (default 1)")
+    from index_store.openvino_runtime import WORKER_OV_STREAMS
+
+    p.add_argument("--ov-streams", type=lambda v: [int(x) for x in v.split(",")], default=[WORKER_OV_STREAMS],
+                   help="OpenVINO inference streams a batch is split over, comma-separated to compare (default "
+                        f"{WORKER_OV_STREAMS}, as a worker)")  # fmt: skip
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default=None,
                    help="the worker's client (else FRAMEWATCH_KAFKA_CLIENT; default kafka-python); the null pipeline "
@@ -261,10 +264,10 @@ def report(fig: dict[str, Any], out: Any) -> None:
           f"{fig.get('kafka_client', 'kafka-python')})", file=out)  # fmt: skip
     if len(fig.get("runtimes", [])) > 1:
         first = fig["runtimes"][0]
-        print(f"{'runtime/precision':<20}{'extractor':>11}{'pipeline':>10}{'pipeline/extractor':>20}"
+        print(f"{'runtime/precision':<24}{'extractor':>11}{'pipeline':>10}{'pipeline/extractor':>20}"
               f"{'pipeline x ' + first:>26}", file=out)  # fmt: skip
         for name in fig["runtimes"]:
-            print(f"{name:<20}{fig['extractor_fps@' + name]:>11.1f}{fig['pipeline_fps@' + name]:>10.1f}"
+            print(f"{name:<24}{fig['extractor_fps@' + name]:>11.1f}{fig['pipeline_fps@' + name]:>10.1f}"
                   f"{fig['pipeline_over_extractor@' + name]:>20.2f}{fig['pipeline_over_first@' + name]:>26.2f}", file=out)  # fmt: skip
         print("(frames/s: best of the rounds; ratios: median of the rounds' own)", file=out)
     print(f"latency at {fig['offered_fps']:.1f} frames/s offered (half the pipeline's maximum): "

@@ -37,6 +37,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -51,6 +52,10 @@ OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the quant
 # Frames an int8 model is calibrated on (evenly spaced over the fit frames): NNCF's statistics (activation
 # ranges, fast bias correction) settle well below its default of 300, and calibration costs one f32 pass each.
 CALIBRATION_FRAMES = 128
+# A worker's OpenVINO streams (``framewatch work --ov-streams``): each batch split over that many concurrent
+# inference requests, outputs identical. Measured on 2 loaded cores, whole worker, 2 streams over 1 at fp32:
+# 0.60-1.57x in five rounds (median 1.14; docs/benchmarks.md): not a clear gain, so one stream stays the default.
+WORKER_OV_STREAMS = 1
 CACHE_VAR = "FRAMEWATCH_CACHE"
 PRECISION_VAR = "FRAMEWATCH_PRECISION"  # the precision new indexes are fit at when none is asked for
 MAX_BATCH = (
@@ -182,7 +187,7 @@ class OpenVinoModel:
         if precision == "bf16" and "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             log.warning("this CPU has no bf16 support: OpenVINO runs the bf16 precision in f32 (scores differ "
                         "from a bf16 fit by about 2 %%)")  # fmt: skip
-        self.streams = max(1, int(streams))
+        self.streams = max(1, min(int(streams), threads or int(streams)))  # no more streams than threads
         self.config = {"INFERENCE_PRECISION_HINT": OV_PRECISION[precision], "PERFORMANCE_HINT": "LATENCY"}
         if self.streams > 1:
             self.config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
@@ -191,6 +196,7 @@ class OpenVinoModel:
         self.version = ov.get_version()
         self._compiled: dict[tuple[int, int], Any] = {}
         self._queues: dict[tuple[int, int], Any] = {}
+        self._split_lock = threading.Lock()  # one split batch at a time per model (the queue's callback is shared)
         self.converted = self.loaded = 0
         self.quantized = quantized
 
@@ -249,10 +255,11 @@ class OpenVinoModel:
         def done(request: Any, i: int) -> None:
             out[i] = request.get_output_tensor(0).data.copy()
 
-        queue.set_callback(done)
-        for i, part in enumerate(parts):
-            queue.start_async({0: part}, i, share_inputs=True)
-        queue.wait_all()
+        with self._split_lock:
+            queue.set_callback(done)
+            for i, part in enumerate(parts):
+                queue.start_async({0: part}, i, share_inputs=True)
+            queue.wait_all()
         return np.concatenate(out)
 
     def warm(self, height: int, width: int) -> None:
