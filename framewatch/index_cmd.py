@@ -117,9 +117,8 @@ def run_fit(args: argparse.Namespace) -> int:
     from framewatch.index_safety import check_backbone, check_eviction, fit_precision
 
     check_eviction(repo)  # a Redis that may evict index keys: refused now, not after the embedding
-    spec = dataclasses.replace(spec, precision=fit_precision(repo, args.name, args.precision, args.runtime, args.device))
-
-    # fine-tuning makes new weights, so a fine-tuned version always changes the embedder workers hold
+    precision = fit_precision(repo, args.name, args.precision, args.runtime, args.device)  # default: bf16 where fast
+    spec = dataclasses.replace(spec, precision=precision)
     # fine-tuning makes new weights and int8 a new calibration: either changes the embedder workers hold
     changed = {"adapted_sha256": "new"} if args.finetune else {}
     changed.update({"quantized_sha256": "new"} if spec.precision == "int8" else {})
