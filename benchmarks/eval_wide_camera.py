@@ -3,6 +3,7 @@ with an ignore zone over the burned-in clock and with position-aware scoring (is
 
     .venv/bin/python benchmarks/make_wide_camera.py /tmp/wide
     .venv/bin/python benchmarks/eval_wide_camera.py /tmp/wide [--configs all] [--out-md docs/results/wide_camera.md]
+        [--runtime openvino --precision fp32|bf16|int8]   # int8: calibrated on the training frames, as index fit does
 
 The training frames and the normal test frames are the same in every case of the set, so each
 configuration embeds them once (plus each case's anomalous frames) through the same Embedder the
@@ -25,8 +26,9 @@ import numpy as np
 
 from evaluation.evaluate import roc_auc
 from index_store import fitting
-from index_store.build import embed_paths, spec_for
+from index_store.build import embed_paths, open_rgb, spec_for
 from index_store.embedder import Embedder
+from index_store.openvino_runtime import CALIBRATION_FRAMES
 from index_store.spec import DEFAULT_REGIONS
 
 CASES = ("middle", "sides", "edges", "small", "position", "clock")
@@ -57,7 +59,8 @@ def images(root: Path, case: str, split: str, label: str) -> list[Path]:
     return sorted((root / case / split / label).glob("*.jpg"))
 
 
-def evaluate(root: Path, name: str, threads: int) -> dict[str, dict[str, float]]:
+def evaluate(root: Path, name: str, threads: int, runtime: str = "auto",
+             precision: str = "fp32") -> dict[str, dict[str, float]]:  # fmt: skip
     kind, view, zone, radius, tiles, size, *regions = CONFIGS[name]
     spec = spec_for("efficientnet_lite0", "pypi", kind, view)
     if view == "full":
@@ -69,9 +72,13 @@ def evaluate(root: Path, name: str, threads: int) -> dict[str, dict[str, float]]
         spec = dataclasses.replace(spec, zones=(tuple(box),))
     if radius >= 0:
         spec = dataclasses.replace(spec, position_radius=radius)
-    emb = Embedder(spec, device="cpu", batch_size=16)
+    emb = Embedder(dataclasses.replace(spec, precision=precision), device="cpu", batch_size=16, runtime=runtime)
     embed = lambda paths: embed_paths(emb, paths, progress=False)  # noqa: E731
-    train = embed(images(root, CASES[0], "train", "good"))
+    train_paths = images(root, CASES[0], "train", "good")
+    if precision == "int8":  # as index fit does: calibrated on (evenly spaced) training frames
+        picked = np.linspace(0, len(train_paths) - 1, min(len(train_paths), CALIBRATION_FRAMES)).round().astype(int)
+        emb.calibrate([open_rgb(train_paths[i], emb.spec.draft_side) for i in picked])
+    train = embed(train_paths)
     normal = embed(images(root, CASES[0], "test", "good"))
     clusters = 1000 if kind == "patch" and radius < 0 else None
     index, cal, _ = fitting.fit(train, fitting.FitConfig(clusters=clusters, target_fpr=0.05), spec=emb.spec)
@@ -105,6 +112,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out-md", default=None)
     ap.add_argument("--out-json", default=None)
+    ap.add_argument("--runtime", default="auto", help="auto|torch|openvino")
+    ap.add_argument("--precision", default="fp32", help="fp32|bf16|int8 (CPU; the index is fit and scored at it)")
     args = ap.parse_args()
     import torch
 
@@ -113,7 +122,7 @@ def main() -> None:
     results = {}
     for name in names:
         t0 = time.perf_counter()
-        results[name] = evaluate(Path(args.root), name, args.threads)
+        results[name] = evaluate(Path(args.root), name, args.threads, args.runtime, args.precision)
         print(f"{name}: {json.dumps(results[name])} ({time.perf_counter() - t0:.0f} s)", flush=True)
     table = markdown(results)
     print(table)

@@ -6,8 +6,9 @@ JPEGs made from a real photo (or --folder). Prints, on the same frames:
 decode alone, extractor alone (decode + embed), the whole pipeline, the
 pipeline with a no-op extractor, raw consume of the same topic, their ratios,
 and p50/p99 latency at an offered load of half the pipeline's maximum.
-``--runtime torch,openvino --precision fp32,bf16`` also measures the extractor
-and the pipeline of each runtime and precision side by side, in alternation.
+``--runtime torch,openvino --precision fp32,bf16,int8`` also measures the extractor
+and the pipeline of each runtime and precision side by side, in alternation
+(int8: OpenVINO only, calibrated on the bench's frames).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from framewatch import flags
 
     flags.add_runtime_flags(p, many=True)
+    from index_store.openvino_runtime import WORKER_OV_STREAMS
+
+    p.add_argument("--ov-streams", type=lambda v: [int(x) for x in v.split(",")], default=[WORKER_OV_STREAMS],
+                   help="OpenVINO inference streams a batch is split over, comma-separated to compare (default "
+                        f"{WORKER_OV_STREAMS}, as a worker)")  # fmt: skip
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--kafka-client", choices=KAFKA_CLIENTS, default=None,
                    help="the worker's client (else FRAMEWATCH_KAFKA_CLIENT; default kafka-python); the null pipeline "
@@ -108,8 +114,6 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
     weights = args.weights or ("pypi" if args.backbone.startswith("efficientnet") else "IMAGENET1K_V1")
     from framewatch import geometry_flags
 
-    variants = _variants(args, geometry_flags.apply(args, spec_for(args.backbone, weights, args.kind)))
-    embedder = next(iter(variants.values()))  # the index, decode and the figures without a model use the first
     if args.folder:
         paths = image_paths(args.folder)
         images, ctype = (
@@ -118,6 +122,9 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         )
     else:
         images, ctype = bench.synthetic_jpegs(16), "image/jpeg"
+    variants, quantized = _variants(args, geometry_flags.apply(args, spec_for(args.backbone, weights, args.kind)),
+                                    images)  # fmt: skip
+    embedder = next(iter(variants.values()))  # the index, decode and the figures without a model use the first
     frames = bench.records(images, n, content_type=ctype)
     tag = str(time.time_ns())
     with tempfile.TemporaryDirectory() as tmp:  # the index: fitted on the frames themselves (speed only)
@@ -125,7 +132,7 @@ def measure(args: argparse.Namespace, n: int, kafka: Any, redis: Any) -> dict[st
         for path, data in zip(train, images):
             path.write_bytes(data)
         meta, index = fit_from_images(f"bench-{tag}", train, embedder, FitConfig(), progress=False)
-    repository(redis).publish(meta, index)
+    repository(redis).publish(meta, index, quantized=quantized.get(next(iter(variants))))
 
     def config(name: str) -> WorkerConfig:
         return WorkerConfig(kafka=kafka, redis=redis, index=meta.name, topics=topics, group_id=f"bench-{tag}-{name}",
@@ -208,19 +215,39 @@ def _grid(embedder: Any) -> tuple[int, ...]:
     return tuple(embedder.embed_tensor(zeros).shape[1:-1])
 
 
-def _variants(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+def _variants(args: argparse.Namespace, spec: Any, images: list[bytes]) -> tuple[dict[str, Any], dict[str, bytes]]:
     """One embedder per runtime and precision asked for, named e.g. ``openvino/bf16``; the spec carries
-    the precision, as an index fit at it would. Without --runtime: the default runtime at fp32."""
-    from index_store.embedder import Embedder
+    the precision, as an index fit at it would (int8: calibrated on the bench's frames, as a fit on them
+    would be; its quantized model is returned by name). Without --runtime: the default runtime; without
+    --precision: the precision a new index is fit at here."""
+    import io
 
-    runtimes, precisions = args.runtime or (None,), args.precision or (spec.precision,)
-    out = {}
+    from PIL import Image
+
+    from index_store import openvino_runtime
+    from index_store.embedder import Embedder, pick_device
+
+    default = openvino_runtime.default_precision(
+        (args.runtime or [openvino_runtime.DEFAULT_RUNTIME])[0], pick_device(args.device).type
+    )  # what a new index is fit at here
+    runtimes, precisions = args.runtime or (None,), args.precision or (default,)
+    out, quantized = {}, {}
     for runtime in runtimes:
         for precision in precisions:
-            emb = Embedder(replace(spec, precision=precision), device=args.device, batch_size=args.batch,
-                           **({"runtime": runtime} if runtime else {}))  # fmt: skip
-            out[f"{emb.runtime}/{emb.precision}"] = emb
-    return out
+            if precision == "int8" and runtime == "torch":
+                say("torch/int8 skipped: int8 runs on OpenVINO only")
+                continue
+            for streams in args.ov_streams if runtime != "torch" else (1,):
+                emb = Embedder(replace(spec, precision=precision), device=args.device, batch_size=args.batch,
+                               streams=streams, **({"runtime": runtime} if runtime else {}))  # fmt: skip
+                name = f"{emb.runtime}/{emb.precision}" + (f"/{streams}streams" if streams > 1 else "")
+                if name in out:
+                    continue
+                if precision == "int8" and emb.precision == "int8":
+                    frames = [Image.open(io.BytesIO(b)).convert("RGB") for b in images]
+                    quantized[name] = emb.calibrate(frames)
+                out[name] = emb
+    return out, quantized
 
 
 def say(line: str) -> None:
@@ -248,10 +275,10 @@ def report(fig: dict[str, Any], out: Any) -> None:
           f"{fig.get('kafka_client', 'kafka-python')})", file=out)  # fmt: skip
     if len(fig.get("runtimes", [])) > 1:
         first = fig["runtimes"][0]
-        print(f"{'runtime/precision':<20}{'extractor':>11}{'pipeline':>10}{'pipeline/extractor':>20}"
+        print(f"{'runtime/precision':<24}{'extractor':>11}{'pipeline':>10}{'pipeline/extractor':>20}"
               f"{'pipeline x ' + first:>26}", file=out)  # fmt: skip
         for name in fig["runtimes"]:
-            print(f"{name:<20}{fig['extractor_fps@' + name]:>11.1f}{fig['pipeline_fps@' + name]:>10.1f}"
+            print(f"{name:<24}{fig['extractor_fps@' + name]:>11.1f}{fig['pipeline_fps@' + name]:>10.1f}"
                   f"{fig['pipeline_over_extractor@' + name]:>20.2f}{fig['pipeline_over_first@' + name]:>26.2f}", file=out)  # fmt: skip
         print("(frames/s: best of the rounds; ratios: median of the rounds' own)", file=out)
     print(f"latency at {fig['offered_fps']:.1f} frames/s offered (half the pipeline's maximum): "

@@ -184,6 +184,34 @@ def _embedder_maker(args: argparse.Namespace, spec: EmbedderSpec):  # type: igno
     return make_embedder
 
 
+def precision_of(args: argparse.Namespace) -> str:
+    """``--precision``, else what ``index fit`` gives a new index (openvino_runtime.default_precision)."""
+    if args.precision:
+        return str(args.precision)
+    from index_store import openvino_runtime
+    from index_store.embedder import pick_device
+
+    return openvino_runtime.default_precision(args.runtime or openvino_runtime.DEFAULT_RUNTIME,
+                                              pick_device(args.device).type)  # fmt: skip
+
+
+def calibrated(make_embedder: Any, spec: EmbedderSpec, train: Any) -> EmbedderSpec:
+    """An int8 spec: the embedder ``make_embedder`` builds calibrated on (evenly spaced) normal training images,
+    as ``index fit`` calibrates on its fit frames; the spec returned names the quantized model (so feature caches
+    keep each calibration apart). Any other spec: unchanged."""
+    if spec.precision != "int8":
+        return spec
+    import numpy as np
+
+    from index_store.openvino_runtime import CALIBRATION_FRAMES
+
+    n = min(len(train), CALIBRATION_FRAMES)
+    picked = train.subset(np.linspace(0, len(train) - 1, n).round().astype(int), f"cal{n}")
+    embedder = make_embedder()
+    embedder.calibrate(list(picked))
+    return embedder.spec
+
+
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "mvtec":
         from framewatch.eval_mvtec import run_mvtec
@@ -193,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
 
     t_start = time.perf_counter()
     datasets.check_available(args.dataset, args.data)  # fail before any model is built
-    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop, args.precision)
+    spec = spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop, precision_of(args))
     from framewatch import geometry_flags
 
     # the papers' one-class datasets are object-centric: DN2 pools each image into one vector
@@ -227,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
         eval_s = 0.0
     else:
         make_embedder = _embedder_maker(args, spec)
+        spec = calibrated(make_embedder, spec, train)
         tr = cache.get_or_embed(spec, train, make_embedder, progress=progress)
         te = cache.get_or_embed(spec, test, make_embedder, progress=progress)
         t_eval = time.perf_counter()

@@ -21,6 +21,8 @@ from framewatch.eval_cmd import (
     _embedder_maker,
     _methods,
     cache_dir,
+    calibrated,
+    precision_of,
     spec_from_args,
     threads_used,
     write_outputs,
@@ -36,7 +38,7 @@ def run_mvtec(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
     categories = mvtec.load(args.data, names)  # fail before any model is built
     spec = geometry_flags.apply(args, spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop,
-                                                      args.precision))
+                                                      precision_of(args)))
     methods = _methods(args)
     features.configure_threads(args.threads)
     cache = features.FeatureCache(cache_dir(args))
@@ -47,6 +49,11 @@ def run_mvtec(args: argparse.Namespace) -> int:
     for cat in categories:
         if args.finetune:  # MSC on the category's normal training images (evaluation/finetuned.py)
             (tr, te), tuning[cat.name] = _tuned(args, spec, cat, cache, progress)
+        elif spec.precision == "int8":  # each category is its own index: calibrated on its own training images
+            make_embedder = _embedder_maker(args, spec)
+            cat_spec = calibrated(make_embedder, spec, cat.train)
+            tr = cache.get_or_embed(cat_spec, cat.train, make_embedder, progress=progress)
+            te = cache.get_or_embed(cat_spec, cat.test, make_embedder, progress=progress)
         else:
             tr = cache.get_or_embed(spec, cat.train, make_embedder, progress=progress)
             te = cache.get_or_embed(spec, cat.test, make_embedder, progress=progress)

@@ -132,8 +132,10 @@ def add_runtime_flags(p: argparse.ArgumentParser, many: bool = False) -> None:
                         f"(default {DEFAULT_RUNTIME}: OpenVINO on CPU when installed, torch on CUDA)")  # fmt: skip
     p.add_argument("--precision", type=choices(PRECISIONS, many), default=None,
                    help=f"{'|'.join(PRECISIONS)}{' (comma-separated)' if many else ''}: CPU inference precision; "
-                        "index fit and eval record it in the index spec (default fp32); a CPU worker serves each "
-                        "index at its own, and given one refuses indexes fit at another (docs/benchmarks.md)")  # fmt: skip
+                        "index fit and eval record it in the index spec (default: a refit keeps the index's, a new "
+                        "index gets bf16 on CPUs with it, else fp32; FRAMEWATCH_PRECISION overrides); int8 is "
+                        "calibrated on the fit frames; a CPU worker serves each index at its own, and given one "
+                        "refuses indexes fit at another (docs/accuracy.md, docs/benchmarks.md)")  # fmt: skip
 
 
 def choices(allowed: tuple[str, ...], many: bool = False) -> Callable[[str], object]:

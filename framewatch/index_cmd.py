@@ -111,8 +111,6 @@ def run_fit(args: argparse.Namespace) -> int:
     elif args.crop:
         spec = dataclasses.replace(spec, crop=args.crop, resize=round(args.crop * 8 / 7))
     spec = geometry_flags.apply(args, spec)
-    if args.precision:
-        spec = dataclasses.replace(spec, precision=args.precision)
     train = image_paths(args.images)
     if not train:
         raise FramewatchError(f"no JPEG/PNG images under {args.images}")
@@ -122,19 +120,22 @@ def run_fit(args: argparse.Namespace) -> int:
         raise FramewatchError(f"{len(train)} image(s) cannot calibrate a threshold with --k {args.k}: "
                               f"give at least {args.k + 1} or a --holdout folder")  # fmt: skip
     repo = repository(redis_settings)  # fail fast, before minutes of embedding
-    from framewatch.index_safety import check_backbone, check_eviction
+    from framewatch.index_safety import check_backbone, check_eviction, fit_precision
 
     check_eviction(repo)  # a Redis that may evict index keys: refused now, not after the embedding
-
-    # fine-tuning makes new weights, so a fine-tuned version always changes the embedder workers hold
-    check_backbone(repo, args.name, dataclasses.replace(spec, adapted_sha256="new") if args.finetune else spec,
-                   args.new_backbone)  # fmt: skip
+    precision = fit_precision(repo, args.name, args.precision, args.runtime, args.device)  # default: bf16 where fast
+    spec = dataclasses.replace(spec, precision=precision)
+    # fine-tuning makes new weights and int8 a new calibration: either changes the embedder workers hold
+    changed = {"adapted_sha256": "new"} if args.finetune else {}
+    changed.update({"quantized_sha256": "new"} if spec.precision == "int8" else {})
+    check_backbone(repo, args.name, dataclasses.replace(spec, **changed), args.new_backbone)
     set_cpu_threads(args.threads)
     spec, adapted, tuned = _finetune(args, spec, train) if args.finetune else (spec, None, {})
     embedder = Embedder(spec, device=args.device, batch_size=args.batch_size, adapted=adapted,
                         **({"runtime": args.runtime} if args.runtime else {}))  # fmt: skip
     if embedder.spec.is_random:
         log.warning("random backbone weights: scores are far weaker than with pretrained weights")
+    quantized = _calibrate(embedder, train) if spec.precision == "int8" else None
     clusters = args.clusters
     if args.kind == "patch" and clusters is None and args.coreset is None:
         clusters = PATCH_DEFAULT_CLUSTERS  # exact search over every training patch is slow on CPU
@@ -142,7 +143,8 @@ def run_fit(args: argparse.Namespace) -> int:
     meta, index = fit_from_images(args.name, train, embedder, cfg, holdout)
     if tuned:
         meta = dataclasses.replace(meta, calibration={**meta.calibration, "finetune": tuned})
-    meta = repo.publish(meta, index, activate=not args.no_activate, adapted=adapted, candidate=args.candidate)
+    meta = repo.publish(meta, index, activate=not args.no_activate, adapted=adapted, candidate=args.candidate,
+                        quantized=quantized)  # fmt: skip
     cal = meta.calibration
     losses = tuned.get("losses", [0.0])
     tune = f", fine-tune {tuned['seconds']:.1f}s (loss {losses[0]:.4f} -> {losses[-1]:.4f})" if tuned else ""
@@ -157,6 +159,17 @@ def run_fit(args: argparse.Namespace) -> int:
         f"embed {cal['embed_seconds']:.1f}s, fit {cal['fit_seconds']:.2f}s{tune}"
     )
     return 0
+
+
+def _calibrate(embedder: Any, train: list[Path]) -> bytes:
+    """int8: quantize the model on (evenly spaced) training frames; the blob is published with the version."""
+    import numpy as np
+
+    from index_store.build import open_rgb
+    from index_store.openvino_runtime import CALIBRATION_FRAMES
+
+    picked = [train[int(i)] for i in np.linspace(0, len(train) - 1, min(len(train), CALIBRATION_FRAMES)).round()]
+    return embedder.calibrate([open_rgb(p, embedder.spec.draft_side) for p in picked])
 
 
 def _finetune(args: argparse.Namespace, spec: Any, train: list[Path]) -> tuple[Any, bytes, dict[str, Any]]:

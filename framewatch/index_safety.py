@@ -29,6 +29,22 @@ def check_eviction(repo: IndexRepository) -> None:
     repo.require_safe_policy()
 
 
+def fit_precision(repo: IndexRepository, name: str, asked: Optional[str], runtime: Optional[str],
+                  device: str) -> str:  # fmt: skip
+    """The precision of a fit: ``asked``, else the active version's (a refit keeps the model workers hold), else
+    the default for a new index (openvino_runtime.default_precision: bf16 on CPUs with it, else fp32)."""
+    if asked:
+        return asked
+    try:
+        return repo.meta(name).embedder_spec.precision
+    except UnknownIndex:
+        pass
+    from index_store import openvino_runtime
+    from index_store.embedder import pick_device
+
+    return openvino_runtime.default_precision(runtime or openvino_runtime.DEFAULT_RUNTIME, pick_device(device).type)
+
+
 def check_backbone(repo: IndexRepository, name: str, spec: EmbedderSpec, allow: bool) -> Optional[str]:
     """None when the index is new or keeps its embedder; the warning given when ``allow``; else raises."""
     try:

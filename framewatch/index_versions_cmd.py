@@ -81,9 +81,10 @@ def run_recalibrate(args: argparse.Namespace) -> int:
 
     repo = repository(flags.redis_settings(args))
     meta, index = repo.load(args.name, args.version)
-    adapted = repo.load_adapted(meta)
+    adapted, quantized = repo.load_adapted(meta), repo.load_quantized(meta)
     set_cpu_threads(args.threads)
-    embedder = Embedder(meta.embedder_spec, device=args.device, batch_size=args.batch_size, adapted=adapted)
+    embedder = Embedder(meta.embedder_spec, device=args.device, batch_size=args.batch_size, adapted=adapted,
+                        quantized=quantized)  # fmt: skip
     sample = read_sample(kafka, topic, args.source, period, embedder, args.every, args.max_frames)
     answers = Answers(repo.r, repo.keys).all(args.name)
     confirmed = np.array(
@@ -91,7 +92,8 @@ def run_recalibrate(args: argparse.Namespace) -> int:
     )
     scores = score(index, sample.feats, meta.embedder_spec)  # positional memories score per region / cell
     result = recalibrate(meta, scores, confirmed, args.target_fpr, sample.coordinates())
-    published = repo.publish(result.meta, index, activate=True, adapted=adapted, candidate=args.candidate)
+    published = repo.publish(result.meta, index, activate=True, adapted=adapted, candidate=args.candidate,
+                             quantized=quantized)  # fmt: skip
     state = "candidate" if args.candidate else "active"
     print(
         f"published index {published.name!r} version {published.version} ({state}): the vectors of version "

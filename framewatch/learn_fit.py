@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from wire.errors import FramewatchError
 from wire.settings import KafkaSettings
 
 log = logging.getLogger("framewatch.learn")
@@ -36,6 +37,7 @@ class CameraFitter:
 
         :raises FramewatchError: the frames cannot be read, or the fit or the publish fails.
         """
+        from framewatch.index_safety import fit_precision
         from framewatch.stream_frames import sample_located
         from framewatch.topic_fit_cmd import stream_fit_config, stream_spec
         from framewatch.topic_frames import Located, Period
@@ -45,7 +47,16 @@ class CameraFitter:
 
         args = self.args
         spec = stream_spec(args, args.weights or default_spec(args.backbone).weights)
-        embedder = Embedder(spec, device=args.device, batch_size=args.batch_size)  # a new one: the full
+        # the precision `index fit` gives a new index here (bf16 on CPUs with it), so the worker serving the
+        # fallback index fit by `index fit` serves these too (one spec per worker)
+        precision = fit_precision(self.repo, cam.index, getattr(args, "precision", None),
+                                  getattr(args, "runtime", None), args.device)  # fmt: skip
+        if precision == "int8":
+            raise FramewatchError("--precision int8 is not offered by framewatch learn (fit from a stream); "
+                                  "use fp32 or bf16")  # fmt: skip
+        spec = dataclasses.replace(spec, precision=precision)
+        embedder = Embedder(spec, device=args.device, batch_size=args.batch_size, **(
+            {"runtime": args.runtime} if getattr(args, "runtime", None) else {}))  # fmt: skip  # a new one: the full
         # view's input shape follows each camera's first frame
         located = [Located(offset, ts) for offset, ts in cam.located()]
         period = Period(since_s=max(cam.span_s, 1.0))

@@ -52,6 +52,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = stream_fit_config(args)
     holdout_paths = image_paths(args.holdout) if args.holdout else ()
     repo = repository(redis_settings)
+    from framewatch.index_safety import fit_precision
+
+    spec = dataclasses.replace(spec, precision=fit_precision(repo, args.name, getattr(args, "precision", None),
+                                                             getattr(args, "runtime", None), args.device))  # fmt: skip
+    if spec.precision == "int8":  # calibration needs the frames before the sample is embedded: not wired here
+        from wire.errors import FramewatchError
+
+        raise FramewatchError("--precision int8 is not offered with --from-topic yet: fit int8 from a folder "
+                              "of frames (index fit DIR --precision int8), or use fp32/bf16")  # fmt: skip
     set_cpu_threads(args.threads)
     embedder = Embedder(spec, device=args.device, batch_size=args.batch_size)
     sample = read_sample(kafka, topic, args.source, period, embedder, args.every, args.max_frames)

@@ -91,6 +91,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="seconds of frames per camera that alarm rate and drift are measured over")  # fmt: skip
     flags.add_connection_flags(p)
     flags.add_embed_flags(p)
+    p.add_argument("--ov-streams", type=flags.positive_int, default=None,
+                   help="OpenVINO inference streams each batch is split over (default 1; 2 measured 0.6-1.6x "
+                        "one stream's frames/s on 2 loaded cores: try it with framewatch bench --ov-streams 1,2)")  # fmt: skip
     p.set_defaults(func=run)
     return p
 
@@ -140,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         started_at=process_started_at(),  # "latest" means frames published since this process started
         **({"start_from": args.start_from} if args.start_from else {}),  # the default lives in WorkerConfig
         **({"runtime": args.runtime} if args.runtime else {}), **({"precision": args.precision} if args.precision else {}),
+        **({"ov_streams": args.ov_streams} if args.ov_streams else {}),
     )  # fmt: skip
     # The worker serves /healthz, /readyz and /metrics first, then creates the topics (waiting for Kafka as
     # long as it takes: a worker started during an outage waits, it does not exit).

@@ -10,13 +10,17 @@ evaluation and the worker all embed through this class, so a frame gets the
 same features wherever it is embedded.
 On CUDA it runs in half precision (fp16, or bf16 where supported) and
 channels-last, with torch. On CPU at the spec's precision (fp32 unless the
-index was fit at bf16), with OpenVINO when it is installed (``runtime="auto"``;
-index_store/openvino_runtime.py), else with torch, eagerly.
+index was fit at bf16 or int8), with OpenVINO when it is installed (``runtime="auto"``;
+index_store/openvino_runtime.py), else with torch, eagerly. int8 runs on OpenVINO
+only: an int8 embedder is calibrated on normal frames first (``calibrate``, at
+fit time) or given the index's quantized model (``quantized``, a worker).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -58,16 +62,21 @@ class Embedder:
         adapted: Optional[bytes] = None,
         runtime: str = openvino_runtime.DEFAULT_RUNTIME,
         cache_dir: Optional[Path] = None,
+        quantized: Optional[bytes] = None,
+        streams: int = 1,
     ) -> None:
         """``adapted``: the safetensors blob of a fine-tuned spec, checked against ``spec.adapted_sha256``.
         ``precision``: ``auto`` = the spec's on CPU, half on CUDA; a CPU precision other than the spec's
         is refused (SpecMismatch: scores move, docs/benchmarks.md). ``runtime``: auto, torch or openvino
-        (openvino_runtime.choose); ``cache_dir``: where OpenVINO keeps converted models."""
+        (openvino_runtime.choose); ``cache_dir``: where OpenVINO keeps converted models. ``quantized``: an int8
+        spec's quantized model (the blob its index version holds), checked against ``spec.quantized_sha256``.
+        ``streams``: OpenVINO inference streams a batch is split over (openvino_runtime.OpenVinoModel)."""
         self.spec = spec
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.precision = self._pick_precision(precision)
         self.runtime = openvino_runtime.choose(runtime, self.device.type)
+        ir = self._quantized_ir(quantized)
         self.dtype = torch.float32 if self.runtime == "openvino" else self._pick_dtype(self.precision)
         state = adapted_weights.decode(adapted, spec.adapted_sha256) if adapted is not None else None
         model = build_backbone(spec, state)
@@ -76,9 +85,46 @@ class Embedder:
         self.model = model.to(self.device, dtype=self.dtype)
         self.forward: Callable[[torch.Tensor], Any] = self.model
         if self.runtime == "openvino":
+            # converted models are cached under the f32 spec's fingerprint: every precision converts the same module
+            f32 = replace(spec, precision="fp32", quantized_sha256="").fingerprint()
             self.forward = openvino_runtime.OpenVinoModel(
-                self.model, spec.fingerprint(), self.precision, torch.get_num_threads(), cache_dir
+                self.model, f32, self.precision, torch.get_num_threads(), cache_dir, ir, streams
             )
+
+    def _quantized_ir(self, quantized: Optional[bytes]) -> Optional[tuple[bytes, bytes]]:
+        """The int8 model's IR from its blob (None: not int8 on CPU, or not calibrated yet).
+
+        :raises RuntimeUnavailable: int8 asked of torch. :raises SpecMismatch: a blob for a spec that is not
+        int8, or none for one that names it. :raises CorruptIndex: the blob fails its sha256."""
+        if self.precision != "int8":  # CUDA serves an int8 index in half precision, as it does any other
+            if quantized is not None and not self.spec.quantized_sha256:
+                raise SpecMismatch(f"{self.spec.label()} is not int8, yet a quantized model was given")
+            return None
+        if self.runtime != "openvino":
+            raise openvino_runtime.RuntimeUnavailable(
+                "the int8 precision runs on the openvino runtime only: pip install 'framewatch[openvino]'"
+            )
+        if quantized is None:
+            if self.spec.quantized_sha256:
+                raise SpecMismatch(f"{self.spec.label()} is int8: its quantized model (stored with the index "
+                                   "version) is needed to embed as it was fit")  # fmt: skip
+            return None  # calibrate() first
+        return openvino_runtime.decode_quantized(quantized, self.spec.quantized_sha256)
+
+    def calibrate(self, images: Sequence[Image.Image]) -> bytes:
+        """int8: quantize the model on these normal frames (evenly spaced, at most
+        ``openvino_runtime.CALIBRATION_FRAMES``) and return the quantized model's blob, which the index
+        version keeps; ``self.spec`` then names it (``quantized_sha256``). The frames are the fit's."""
+        if self.precision != "int8" or self.runtime != "openvino":
+            raise SpecMismatch(f"only an int8 embedder on openvino is calibrated, not {self.runtime}/{self.precision}")
+        if not images:
+            raise SpecMismatch("int8 calibration needs at least one normal frame")
+        n = min(len(images), openvino_runtime.CALIBRATION_FRAMES)
+        picked = [images[int(i)] for i in np.linspace(0, len(images) - 1, n).round().astype(int)]
+        batch = torch.cat([self.preprocess(im) for im in picked])
+        blob = self.forward.quantize(batch)
+        self.spec = replace(self.spec, quantized_sha256=hashlib.sha256(blob).hexdigest())
+        return blob
 
     @property
     def dim(self) -> int:
@@ -90,8 +136,8 @@ class Embedder:
         return self.spec.model_shape
 
     def _pick_precision(self, precision: str) -> str:
-        if precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise SpecMismatch(f"precision {precision!r} is not offered (auto, fp32, fp16, bf16)")
+        if precision not in ("auto", "fp32", "fp16", "bf16", "int8"):
+            raise SpecMismatch(f"precision {precision!r} is not offered (auto, fp32, fp16, bf16, int8)")
         if precision == "auto":
             return self.spec.precision if self.device.type == "cpu" else "auto"
         if self.device.type == "cpu" and precision != self.spec.precision:

@@ -238,7 +238,8 @@ def publish_marked(
     """
     meta, index = repo.load(name, base_version)
     new_meta, new_index = absorb(meta, index, embeddings, marks)
-    return repo.publish(new_meta, new_index, activate=True)
+    return repo.publish(new_meta, new_index, activate=True, adapted=repo.load_adapted(meta),
+                        quantized=repo.load_quantized(meta))  # fmt: skip
 
 
 def embed_images(meta: IndexMeta, images: Sequence[Any], embedder: Any) -> np.ndarray:

@@ -8,6 +8,8 @@
 {p}:index:{name}:v:{n}:vec:{i}   chunk i of the raw little-endian float32 vectors
 {p}:index:{name}:v:{n}:adapted:{i}  chunk i of the version's adapted (fine-tuned) weights, safetensors;
                                  their sha256 is the spec's adapted_sha256 (index_store/adapted.py)
+{p}:index:{name}:v:{n}:int8:{i}  chunk i of the version's int8 model (an OpenVINO IR in safetensors; its
+                                 sha256 is the spec's quantized_sha256, index_store/openvino_runtime.py)
 {p}:index:{name}:candidates      set of versions published as candidates, not yet promoted
 {p}:index:{name}:v:{n}:verdicts:{hour}  hash: "{minute}:scored|alarms|active" -> frames version n scored in that
                                  minute (epoch minutes; hour = minute // 60), how many it called anomalous, and how
@@ -61,6 +63,9 @@ class Keys:
 
     def adapted_chunk(self, name: str, version: int, i: int) -> str:
         return f"{self.prefix}:index:{name}:v:{version}:adapted:{i}"
+
+    def quantized_chunk(self, name: str, version: int, i: int) -> str:
+        return f"{self.prefix}:index:{name}:v:{version}:int8:{i}"
 
     def health(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}:health"

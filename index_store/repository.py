@@ -6,7 +6,8 @@ pointer. Vectors are raw little-endian float32 bytes (chunked below Redis's
 Publishing a version and switching the pointer happen in one MULTI/EXEC, and
 every activation is announced on the events channel. A fine-tuned version also
 holds its adapted weights (a safetensors blob, chunked the same way, written in
-the same MULTI/EXEC); the spec's ``adapted_sha256`` pins them.
+the same MULTI/EXEC); the spec's ``adapted_sha256`` pins them. An int8 version
+holds its quantized model likewise, pinned by the spec's ``quantized_sha256``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class IndexMeta:
     # Chunks of the adapted weights (0: not fine-tuned); their sha256 is spec["adapted_sha256"].
     adapted_chunks: int = 0
     adapted_bytes: int = 0
+    # Chunks of the int8 model calibrated on the fit frames (0: not int8); their sha256 is spec["quantized_sha256"].
+    quantized_chunks: int = 0
+    quantized_bytes: int = 0
     # A positional memory (index_store/positional.py: global tiles, position-aware patches): how its
     # vectors are laid out per grid cell; {} for a flat index. The spec's geometry fields make a worker
     # that predates positional memories refuse such a version, so this field is never ignored.
@@ -154,9 +158,11 @@ class IndexRepository:
         activate: bool = True,
         adapted: Optional[bytes] = None,
         candidate: bool = False,
+        quantized: Optional[bytes] = None,
     ) -> IndexMeta:
         """Store a new immutable version of ``meta.name``; optionally make it active, atomically.
         ``candidate``: publish it inactive and list it among the name's candidates (``promote`` activates it).
+        ``adapted``, ``quantized``: the fine-tuned weights and the int8 model the spec names (by sha256).
 
         :raises CorruptIndex: before anything is written, for data no worker could serve (no vectors,
             non-finite values, a shape that disagrees with the metadata, an unknown kind).
@@ -166,19 +172,21 @@ class IndexRepository:
         """
         vectors, layout = index.to_arrays() if hasattr(index, "to_arrays") else (index.vectors, {})
         check_index(replace(meta, n_vectors=len(vectors)), index.kind, vectors)
-        weights = _adapted_chunks(meta, adapted)
+        weights = _blob_chunks(meta, adapted, ADAPTED)
+        int8 = _blob_chunks(meta, quantized, QUANTIZED)
         try:
             require_safe_policy(self.r)
-            return self._publish(meta, vectors, layout, activate and not candidate, weights, candidate)
+            return self._publish(meta, vectors, layout, activate and not candidate, weights, candidate, int8)
         except redis.RedisError as e:
             raise PublishFailed(f"index {meta.name!r} not published, the active version is unchanged: "
                                 f"Redis: {type(e).__name__}: {e}") from e
 
     def _publish(
         self, meta: IndexMeta, vectors: np.ndarray, layout: dict[str, Any], activate: bool, weights: list[bytes],
-        candidate: bool = False,
+        candidate: bool = False, int8: Optional[list[bytes]] = None,
     ) -> IndexMeta:
         adapted_bytes = sum(len(w) for w in weights)
+        int8 = int8 or []
         blob = vectors_to_bytes(vectors)
         chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
         version = int(self.r.incr(self.keys.counter(meta.name)))
@@ -193,6 +201,8 @@ class IndexRepository:
                 "n_chunks": len(chunks),
                 "adapted_chunks": len(weights),
                 "adapted_bytes": adapted_bytes,
+                "quantized_chunks": len(int8),
+                "quantized_bytes": sum(len(c) for c in int8),
             }
         )
         pipe = self.r.pipeline(transaction=True)
@@ -200,6 +210,8 @@ class IndexRepository:
             pipe.set(self.keys.chunk(meta.name, version, i), chunk)
         for i, chunk in enumerate(weights):
             pipe.set(self.keys.adapted_chunk(meta.name, version, i), chunk)
+        for i, chunk in enumerate(int8):
+            pipe.set(self.keys.quantized_chunk(meta.name, version, i), chunk)
         pipe.set(self.keys.meta(meta.name, version), meta.to_json())
         pipe.zadd(self.keys.versions(meta.name), {str(version): meta.created_at})
         pipe.sadd(self.keys.names, meta.name)
@@ -317,24 +329,32 @@ class IndexRepository:
 
     def load_adapted(self, meta: IndexMeta) -> Optional[bytes]:
         """The adapted weights of a fine-tuned version (None if it is not one), checked against their sha256."""
-        expected = str(meta.spec.get("adapted_sha256") or "")
+        return self._load_blob(meta, ADAPTED)
+
+    def load_quantized(self, meta: IndexMeta) -> Optional[bytes]:
+        """The int8 model of an int8 version (None if it is not one), checked against its sha256."""
+        return self._load_blob(meta, QUANTIZED)
+
+    def _load_blob(self, meta: IndexMeta, blob: "_Blob") -> Optional[bytes]:
+        expected = str(meta.spec.get(blob.spec_field) or "")
         if not expected:
             return None
         where = f"index {meta.name!r} version {meta.version}"
-        if meta.adapted_chunks < 1:
-            raise CorruptIndex(f"{where} is fine-tuned but holds no adapted weights")
-        keys = [self.keys.adapted_chunk(meta.name, meta.version, i) for i in range(meta.adapted_chunks)]
+        n_chunks = getattr(meta, blob.chunks_field)
+        if n_chunks < 1:
+            raise CorruptIndex(f"{where} is {blob.kind} but holds no {blob.what}")
+        keys = [blob.key(self.keys, meta.name, meta.version, i) for i in range(n_chunks)]
         try:
             parts = self.r.mget(keys)
         except redis.ResponseError as e:
-            raise CorruptIndex(f"{where}: adapted weights unreadable: {e}") from e
+            raise CorruptIndex(f"{where}: {blob.what} unreadable: {e}") from e
         if any(p is None or not isinstance(p, bytes) for p in parts):
-            raise CorruptIndex(f"{where} is missing chunks of its adapted weights")
-        blob = b"".join(parts)  # type: ignore[arg-type]
-        if hashlib.sha256(blob).hexdigest() != expected:
-            raise CorruptIndex(f"{where}: adapted weights fail their sha256 (expected {expected[:12]}...): "
-                               "refusing to embed with weights other than the fitted ones")  # fmt: skip
-        return blob
+            raise CorruptIndex(f"{where} is missing chunks of its {blob.what}")
+        data = b"".join(parts)  # type: ignore[arg-type]
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise CorruptIndex(f"{where}: {blob.what} {blob.fails} sha256 (expected {expected[:12]}...): "
+                               "refusing to embed with another model than the fitted one")  # fmt: skip
+        return data
 
     def missing_keys(self, meta: IndexMeta) -> list[str]:
         """The keys serving ``meta``'s version needs (pointer, metadata, chunks) that are gone from Redis:
@@ -342,6 +362,7 @@ class IndexRepository:
         keys = [self.keys.active(meta.name), self.keys.meta(meta.name, meta.version)]
         keys += [self.keys.chunk(meta.name, meta.version, i) for i in range(meta.n_chunks)]
         keys += [self.keys.adapted_chunk(meta.name, meta.version, i) for i in range(meta.adapted_chunks)]
+        keys += [self.keys.quantized_chunk(meta.name, meta.version, i) for i in range(meta.quantized_chunks)]
         pipe = self.r.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
@@ -426,17 +447,35 @@ class IndexRepository:
         return active
 
 
-def _adapted_chunks(meta: IndexMeta, adapted: Optional[bytes]) -> list[bytes]:
-    """The adapted weights in chunks; CorruptIndex unless they match the spec's adapted_sha256."""
-    expected = str(meta.spec.get("adapted_sha256") or "")
-    if not expected and adapted is None:
+@dataclass(frozen=True)
+class _Blob:
+    """A model artefact a version may hold besides its vectors, named by a sha256 in its spec."""
+
+    spec_field: str
+    chunks_field: str
+    kind: str  # what a version holding it is
+    what: str  # what it is
+    fails: str  # "<what> <fails> sha256"
+    key: Any  # (keys, name, version, i) -> the Redis key of chunk i
+
+
+ADAPTED = _Blob("adapted_sha256", "adapted_chunks", "fine-tuned", "adapted weights", "fail their",
+                lambda k, n, v, i: k.adapted_chunk(n, v, i))  # fmt: skip
+QUANTIZED = _Blob("quantized_sha256", "quantized_chunks", "int8", "int8 model", "fails its",
+                  lambda k, n, v, i: k.quantized_chunk(n, v, i))  # fmt: skip
+
+
+def _blob_chunks(meta: IndexMeta, data: Optional[bytes], blob: _Blob) -> list[bytes]:
+    """The artefact in chunks; CorruptIndex unless it matches the sha256 the spec names."""
+    expected = str(meta.spec.get(blob.spec_field) or "")
+    if not expected and data is None:
         return []
-    if adapted is None or not expected:
-        raise CorruptIndex(f"index {meta.name!r}: adapted weights and a fine-tuned spec come together, "
-                           f"got {'weights' if adapted else 'a fine-tuned spec'} only")  # fmt: skip
-    if hashlib.sha256(adapted).hexdigest() != expected:
-        raise CorruptIndex(f"index {meta.name!r}: adapted weights differ from the spec's adapted_sha256")
-    return [adapted[i : i + CHUNK_BYTES] for i in range(0, len(adapted), CHUNK_BYTES)]
+    if data is None or not expected:
+        raise CorruptIndex(f"index {meta.name!r}: the {blob.what} and a {blob.kind} spec come together, "
+                           f"got {blob.what if data else f'a {blob.kind} spec'} only")  # fmt: skip
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise CorruptIndex(f"index {meta.name!r}: the {blob.what} and the spec's {blob.spec_field} disagree")
+    return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
 
 
 def _event(name: str, version: int, candidate: bool = False) -> str:

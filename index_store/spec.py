@@ -45,7 +45,7 @@ DEFAULT_REGIONS = (4, 6)
 # so two patch specs that differ only here embed identically (one worker serves both).
 PATCH_SCORING_FIELDS = ("position_radius",)
 # CPU inference precisions an index can be fit and served at (index_store/openvino_runtime.py; docs/benchmarks.md)
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_PATCH_DIM = 256  # patch features wider than this are randomly projected down to it
 # A patch index holds h*w vectors per training frame (784 at crop 224): exact search over them
 # costs ~15x a global index on CPU (docs/accuracy.md), so patch indexes are k-means compressed
@@ -66,8 +66,10 @@ class EmbedderSpec:
     adapted tensors are a safetensors blob with this sha256, stored with the index version in Redis
     and loaded over ``weights``. A fine-tuned global spec gives L2-normalised features (the paper
     scores the adapted features by cosine kNN).
-    ``precision``: the CPU inference precision the embeddings were made at (``fp32`` or ``bf16``); a CPU
-    worker serves the index at it. CUDA runs in half precision whatever it says (unchanged).
+    ``precision``: the CPU inference precision the embeddings were made at (``fp32``, ``bf16`` or ``int8``);
+    a CPU worker serves the index at it. CUDA runs in half precision whatever it says (unchanged).
+    ``quantized_sha256`` (int8 only): the int8 model, calibrated on the fit frames (NNCF), is a blob with
+    this sha256 stored with the index version, as adapted weights are (index_store/openvino_runtime.py).
     ``kind="patch"``: features are the ``layers`` taps, pooled 3x3, resized to the
     first tap's grid, concatenated, and projected to ``proj_dim`` (0 = no
     projection) by a Gaussian matrix drawn from ``numpy.random.default_rng(proj_seed)``.
@@ -94,6 +96,7 @@ class EmbedderSpec:
     position_radius: int = -1
     precision: str = "fp32"
     regions: tuple[int, int] = (1, 1)
+    quantized_sha256: str = ""
 
     @property
     def is_full(self) -> bool:
@@ -226,6 +229,8 @@ class EmbedderSpec:
             del d["adapted_sha256"]
         if self.precision == "fp32":
             del d["precision"]  # likewise: fp32 specs (and their fingerprints) read as before it existed
+        if not self.quantized_sha256:
+            del d["quantized_sha256"]
         return d
 
     @classmethod
@@ -252,6 +257,8 @@ class EmbedderSpec:
             d["zones"] = tuple(tuple(float(v) for v in z) for z in d.get("zones", ()))
             if d.get("precision", "fp32") not in PRECISIONS:
                 raise ValueError(f"precision {d['precision']!r} is not one of {', '.join(PRECISIONS)}")
+            if bool(d.get("quantized_sha256")) != (d.get("precision") == "int8"):
+                raise ValueError("an int8 spec names its quantized model (quantized_sha256), and only it does")
             spec = cls(**d)
             spec.check_geometry()
             return spec
@@ -281,6 +288,7 @@ class EmbedderSpec:
         w = "file" if self.weights.startswith("file:") else self.weights
         adapted = f"/msc:{self.adapted_sha256[:8]}" if self.adapted_sha256 else ""
         precision = "" if self.precision == "fp32" else f"/{self.precision}"
+        precision += f":{self.quantized_sha256[:8]}" if self.quantized_sha256 else ""
         return f"{self.backbone}/{w}{adapted}" + ("/patch" if self.is_patch else "") + precision
 
     def geometry_label(self) -> str:

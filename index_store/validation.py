@@ -19,7 +19,8 @@ from index_store.spec import EmbedderSpec
 if TYPE_CHECKING:
     from index_store.repository import IndexMeta
 
-_INT_FIELDS = ("k", "dim", "n_vectors", "version", "n_chunks", "n_train", "adapted_chunks", "adapted_bytes")
+_INT_FIELDS = ("k", "dim", "n_vectors", "version", "n_chunks", "n_train", "adapted_chunks", "adapted_bytes",
+               "quantized_chunks", "quantized_bytes")
 
 
 def check_meta_types(meta: "IndexMeta") -> None:

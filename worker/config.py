@@ -24,6 +24,8 @@ class WorkerConfig:
     device: str = "auto"
     precision: str = "auto"  # CPU: the index spec's; CUDA: half (index_store/embedder.py)
     runtime: str = DEFAULT_RUNTIME  # auto: OpenVINO on CPU when installed (index_store/openvino_runtime.py)
+    # OpenVINO inference streams a batch is split over (openvino_runtime.OpenVinoModel); 0: WORKER_OV_STREAMS
+    ov_streams: int = 0
     window: int = 0
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     # Memory all frames being decoded at once may hold (worker/decode_budget.py): two of the largest frames

@@ -96,6 +96,7 @@ class IndexSet:
         self.poll_s = poll_s
         self.spec: Optional[EmbedderSpec] = None  # fixed by the first index loaded
         self.adapted: Optional[bytes] = None  # that index's adapted weights (safetensors), if fine-tuned
+        self.quantized: Optional[bytes] = None  # that index's int8 model (index_store/openvino_runtime.py), if int8
         self._current: dict[str, LoadedIndex] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -174,7 +175,7 @@ class IndexSet:
     def _load(self, repo: IndexRepository, name: str, version: int) -> None:
         try:
             meta, index = repo.load(name, version)
-            self._check(meta, repo.load_adapted(meta))
+            self._check(meta, repo.load_adapted(meta), repo.load_quantized(meta))
         except (SpecMismatch, CorruptIndex, UnknownIndex) as e:
             self._refuse(name, version, f"index {name} version {version} refused: {e}")
             return
@@ -200,12 +201,12 @@ class IndexSet:
         held = self._current.get(name)
         return held.label if held else "nothing"
 
-    def _check(self, meta: IndexMeta, adapted: Optional[bytes] = None) -> None:
+    def _check(self, meta: IndexMeta, adapted: Optional[bytes] = None, quantized: Optional[bytes] = None) -> None:
         spec = meta.embedder_spec
         if meta.dim != spec.dim:
             raise SpecMismatch(f"index dimension {meta.dim} != {spec.dim} of its backbone {spec.backbone}")
         if self.spec is None:
-            self.spec, self.adapted = spec, adapted
+            self.spec, self.adapted, self.quantized = spec, adapted, quantized
             return
         if spec.fingerprint() != self.spec.fingerprint():
             raise SpecMismatch(

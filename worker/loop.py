@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from index_store import device_knn
 from index_store.embedder import Embedder, pick_device
+from index_store.openvino_runtime import WORKER_OV_STREAMS
 from index_store.repository import IndexRepository
 from index_store.spec import EmbedderSpec
 from wire.errors import FrameDecodeError, FramewatchError
@@ -104,7 +105,7 @@ class Worker:
         self.embedder_factory = embedder_factory or (
             lambda spec: Embedder(
                 spec, str(self.device), cfg.precision, batch_size=cfg.max_batch, adapted=self.indexes.adapted,
-                runtime=cfg.runtime,
+                runtime=cfg.runtime, quantized=self.indexes.quantized, streams=cfg.ov_streams or WORKER_OV_STREAMS,
             )  # fmt: skip
         )
         self.device = pick_device(cfg.device)  # the embedder's; a CUDA worker searches its indexes there too

