@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from framewatch.cli import main
-from index_store import openvino_runtime
+from index_store import fitting, openvino_runtime
 from index_store.embedder import Embedder
 from index_store.keys import Keys
 from index_store.repository import IndexRepository
@@ -64,7 +64,8 @@ def test_worker_scores_an_int8_index_exactly_as_the_fit_model_does(kafka_setting
     fit_model = Embedder(meta.embedder_spec, "cpu", quantized=repo.load_quantized(meta), cache_dir=tmp_path / "c2")
     stream = h.frames("cam1", 6, start=40)
     images = [Image.open(io.BytesIO(f.image)).convert("RGB") for f in stream]
-    expected = dict(zip([f.frame_id for f in stream], index.score(fit_model.embed(images))))
+    at_fit = fitting.score(index, fit_model.embed(images), meta.embedder_spec)  # whole-frame regions
+    expected = dict(zip([f.frame_id for f in stream], at_fit))
 
     topics = h.topics_for(unique, kafka_settings)
     running = h.start_worker(h.worker_config(kafka_settings, redis_url, prefix, topics, unique, device="cpu"))
