@@ -116,24 +116,10 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def read_topic(kafka: Any, topic: str) -> list[Any]:
-    """Every message now in ``topic``, from the beginning."""
-    from kafka import KafkaConsumer, TopicPartition
+    """Every message now in ``topic``, from the beginning (the integration tests' reader)."""
+    from tests.integration.harness import read_topic as read_all
 
-    consumer = KafkaConsumer(enable_auto_commit=False, max_partition_fetch_bytes=kafka.max_message_bytes,
-                             **kafka.client_kwargs())  # fmt: skip
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for msgs in consumer.poll(timeout_ms=300).values():
-                out.extend(msgs)
-        return out
-    finally:
-        consumer.close()
+    return read_all(kafka, topic)
 
 
 class Hook:
