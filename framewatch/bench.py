@@ -214,15 +214,7 @@ def latency_at(cfg: WorkerConfig, extractor: Any, frames: Sequence[FrameRecord],
     follower = threading.Thread(target=follow, name="bench-follow", daemon=True)
     follower.start()
     try:
-        _wait(
-            lambda: bool(
-                worker.consumer is not None
-                and worker.consumer.assignment()
-                and worker.scorer is not None
-                and worker.hold is None
-            ),
-            60,
-        )
+        _wait(lambda: worker.status().serving, 60)
         produce(cfg.kafka, cfg.topics.frames, frames, rate=rate, stamp=True)
         follower.join(timeout_s)
         return latencies

@@ -23,14 +23,13 @@ import contextlib
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
 import redis
 from kafka import TopicPartition
-from kafka.errors import CorruptRecordError, InvalidRecordError, KafkaError
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from index_store import device_knn
@@ -56,13 +55,14 @@ from worker.metrics import CameraIndexMetrics, WorkerMetrics, drift_metrics, gpu
 from worker.offsets import OffsetTracker
 from worker.outbox import Outbox
 from worker.partitions import Partitions
-from worker.poison import Unparseable, skip_unparseable
-from worker.read_ahead import DRAIN_RECORDS, ReadAhead
+from worker.poison import Unparseable
+from worker.read_ahead import ReadAhead
 from worker.routing import Routing
 from worker.scorer_build import ScorerBuild
 from worker.scoring import PendingFrame, Scorer
 from worker.stages import DecodePool, EmbedStage, Outcome, StageMetrics, score_batch
 from worker.start_position import StartPosition
+from worker.status import WorkerStatus
 from worker.verdicts import VerdictFlusher, VerdictTally
 from worker.watchdog import Stall, Watchdog, WatchdogThread
 
@@ -71,8 +71,6 @@ log = logging.getLogger(__name__)
 EmbedderFactory = Callable[[EmbedderSpec], Any]
 EXIT_STALLED = 70  # run() returns this when the watchdog gave up
 COMMIT_EVERY_S = 1.0
-# What poll() raises for a record it cannot parse (connection errors are KafkaErrors too, and are not these).
-UNPARSEABLE = (CorruptRecordError, InvalidRecordError, UnicodeError, ValueError, IndexError, struct.error)
 EMBED_QUEUE_BATCHES = 2  # batches waiting for the embed stage before the loop stops polling
 BUSY_POLL_S = 0.02  # poll timeout while batches are in the embed stage, so their outcomes go out promptly
 # A new consumer connects in the background (kafka-python after bootstrap, librdkafka after its first
@@ -154,15 +152,12 @@ class Worker:
         self._replaced_times = 0
         self._stop = threading.Event()
         self.metrics.computed(
-            ready=lambda: self._ready()[0],
+            ready=lambda: self.status().ready,
             stalled=lambda: self.watchdog_thread.current is not None,
             paused=lambda: self.hold is not None,
             pending=self.outbox.pending,
         )
-        self.stage_metrics.depths(
-            decode=self.pool.depth, batch=lambda: len(self.batcher), deliver=self.outbox.pending,
-            embed=lambda: self.stage.waiting() if self.stage else 0,
-        )  # fmt: skip
+        self.stage_metrics.depths(**self._depth_readers())
 
     # -- lifecycle ---------------------------------------------------------------
     def _camera_indexes(self) -> CameraIndexes:
@@ -184,7 +179,8 @@ class Worker:
         """Health first (so probes answer from the first second), then the index watcher and the watchdog."""
         try:
             self.health = HealthServer(
-                self.registry, self._alive, self._ready, self.cfg.metrics_host, self.cfg.metrics_port
+                self.registry, lambda: self._probe(alive=True), lambda: self._probe(alive=False),
+                self.cfg.metrics_host, self.cfg.metrics_port,
             ).start()
         except OSError as e:
             raise FramewatchError(
@@ -317,9 +313,7 @@ class Worker:
         room = max(1, self.cfg.max_batch - len(self.batcher))
         if len(self.ahead) >= room:
             return self.ahead.take(room)
-        if len(self.ahead):
-            wait_s = 0.0  # some are here: take what else the client holds, without waiting
-        elif self.stage is not None and self.stage.full():
+        if self.stage is not None and self.stage.full():
             wait_s = BUSY_POLL_S  # the batch cannot go before the stage has room: fill it meanwhile, not spinning
         else:
             wait_s = self.batcher.time_left() if len(self.batcher) else 0.5
@@ -327,16 +321,7 @@ class Worker:
                 wait_s = min(wait_s, BUSY_POLL_S)
                 if wait_s <= 0 and self.stage.waiting():  # held behind a waiting batch: fill it, not spinning
                     wait_s = BUSY_POLL_S
-        try:
-            batches = self.consumer.poll(timeout_ms=max(1, int(wait_s * 1000)), max_records=DRAIN_RECORDS)
-        except UNPARSEABLE as e:
-            bad = skip_unparseable(self.consumer, e)
-            if bad is None:
-                raise
-            self.ahead.fill([bad])  # in its place, after the records read ahead of it: offsets open in order
-            return self.ahead.take(room)
-        self.ahead.fill(msg for messages in batches.values() for msg in messages)
-        return self.ahead.take(room)
+        return self.ahead.poll(self.consumer, room, wait_s)  # without waiting when some were read ahead
 
     def _accept(self, msg: Any) -> None:
         tp = TopicPartition(msg.topic, msg.partition)
@@ -448,19 +433,39 @@ class Worker:
         """Tell `framewatch status` what this worker serves (a Redis key that expires if the worker dies)."""
         repo = self._repository()
         Heartbeat(repo.r, repo.keys, self.worker_id, ttl_s=3 * HEARTBEAT_EVERY_S).run(
-            self._state, self._stop, HEARTBEAT_EVERY_S
+            lambda: self.status().heartbeat(), self._stop, HEARTBEAT_EVERY_S
         )
 
-    def _state(self) -> dict[str, Any]:
+    def status(self) -> WorkerStatus:
+        """A snapshot of what this worker serves: readiness and why, assignment, lag, hold, index versions,
+        queue depths (worker/status.py). Safe from any thread."""
+        alive, alive_detail = self._alive()
         ready, detail = self._ready()
-        assignment = sorted(tp.partition for tp in (self.consumer.assignment() if self.consumer else ()))
+        consumer = self.consumer
+        assignment = tuple(sorted(tp.partition for tp in (consumer.assignment() if consumer else ())))
+        return WorkerStatus(
+            worker_id=self.worker_id, alive=alive, alive_detail=alive_detail, ready=ready, detail=detail,
+            broker=self._broker_state(), group=self.cfg.group_id, topic=self.cfg.topics.frames,
+            partitions=assignment, lag=self.partitions.total_lag(), hold=self.hold,
+            scorer_ready=self.scorer is not None, kafka_client=type(consumer).__name__ if consumer else "",
+            indexes={n: li.meta.version for n, li in self.indexes.snapshot().items()},
+            candidates=self.candidates.held(),
+            depths={name: int(read()) for name, read in self._depth_readers().items()},
+            drift=tuple(d.to_dict() for d in self.drift.snapshot()[: self.cfg.drift_sources]),
+        )  # fmt: skip
+
+    def _depth_readers(self) -> dict[str, Callable[[], int]]:
+        """Items waiting in each queue between the stages: decode (frames), batch (frames), embed (batches),
+        deliver (outputs)."""
         return {
-            "group": self.cfg.group_id, "topic": self.cfg.topics.frames, "partitions": assignment,
-            "indexes": {n: li.meta.version for n, li in self.indexes.snapshot().items()},
-            "candidates": self.candidates.held(),
-            "lag": self.partitions.total_lag(), "ready": ready, "detail": detail,
-            "drift": [d.to_dict() for d in self.drift.snapshot()[: self.cfg.drift_sources]],
+            "decode": self.pool.depth, "batch": lambda: len(self.batcher), "deliver": self.outbox.pending,
+            "embed": lambda: self.stage.waiting() if self.stage else 0,
         }  # fmt: skip
+
+    def _probe(self, alive: bool) -> tuple[bool, str]:
+        """/healthz (alive) or /readyz, from the status."""
+        st = self.status()
+        return (st.alive, st.alive_detail) if alive else (st.ready, st.detail)
 
     @contextlib.contextmanager
     def _busy(self, stage: str) -> Iterator[None]:

@@ -15,12 +15,18 @@ partition revoked or rewound drops its records here as in the batcher.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from typing import Any, Iterable
 
 from kafka import TopicPartition
+from kafka.errors import CorruptRecordError, InvalidRecordError
+
+from worker.poison import skip_unparseable
 
 DRAIN_RECORDS = 100_000  # max_records of a poll: more than one fetch (fetch_max_bytes) ever holds
+# What poll() raises for a record it cannot parse (connection errors are KafkaErrors too, and are not these).
+UNPARSEABLE = (CorruptRecordError, InvalidRecordError, UnicodeError, ValueError, IndexError, struct.error)
 
 
 class ReadAhead:
@@ -32,6 +38,24 @@ class ReadAhead:
 
     def fill(self, records: Iterable[Any]) -> None:
         self._records.extend(records)
+
+    def poll(self, client: Any, room: int, wait_s: float) -> list[Any]:
+        """Up to ``room`` records: those held here first; ``client`` is asked only when they are fewer (then
+        without waiting, else up to ``wait_s``), and gives everything it holds; the rest stays here."""
+        if len(self) >= room:
+            return self.take(room)
+        if len(self):
+            wait_s = 0.0  # some are here: take what else the client holds, without waiting
+        try:
+            batches = client.poll(timeout_ms=max(1, int(wait_s * 1000)), max_records=DRAIN_RECORDS)
+        except UNPARSEABLE as e:
+            bad = skip_unparseable(client, e)
+            if bad is None:
+                raise
+            self.fill([bad])  # in its place, after the records read ahead of it: offsets open in order
+            return self.take(room)
+        self.fill(msg for messages in batches.values() for msg in messages)
+        return self.take(room)
 
     def take(self, n: int) -> list[Any]:
         """Up to ``n`` records, oldest first."""

@@ -211,7 +211,7 @@ def readyz(running: RunningWorker) -> tuple[int, str]:
 
 def wait_assigned(running: RunningWorker, timeout: float = 60.0) -> bool:
     """Wait until an in-process worker has joined its group and holds partitions."""
-    return wait_until(lambda: bool(running.worker.consumer is not None and running.worker.consumer.assignment()), timeout, 0.2)
+    return wait_until(lambda: running.worker.status().assigned, timeout, 0.2)
 
 
 def start_worker(cfg: WorkerConfig) -> RunningWorker:

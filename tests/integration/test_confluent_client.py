@@ -35,7 +35,7 @@ def test_confluent_worker_scores_once_dead_letters_a_bad_header_key_and_resumes_
     running = h.start_worker(cfg)
     try:
         assert h.wait_assigned(running)
-        assert type(running.worker.consumer).__name__ == "ConfluentConsumer"
+        assert running.worker.status().kafka_client == "ConfluentConsumer"
         h.produce_frames(kafka_settings, topics.frames, first)
         offsets = h.produce_messages(kafka_settings, topics.frames, [f.encode() for f in around[:2]] + [poison]
                                      + [f.encode() for f in around[2:]])  # fmt: skip

@@ -222,7 +222,8 @@ def test_redis_restart_while_frames_flow_scoring_continues(kafka_settings, setup
             reg = running.worker.registry
             assert h.wait_until(lambda: sample(reg, "framewatch_reconnects_total", dependency="redis") >= 1, 20)
             assert running.alive()
-            ok, detail = running.worker._ready()
+            st = running.worker.status()
+            ok, detail = st.ready, st.detail
             assert ok, detail
 
             # the emptied Redis numbers a re-fitted index "version 1" again: the worker must still load it
@@ -292,7 +293,8 @@ def test_index_of_another_backbone_or_dimension_is_refused_old_one_keeps_serving
         assert h.wait_for_ids(kafka_settings, topics, ids(produced[:20]), 60)
         scored, _ = h.assert_nothing_lost(kafka_settings, topics, ids(produced[:20]))
         assert {r.index_version for recs in scored.values() for r in recs} == {1}
-        ok, detail = running.worker._ready()
+        st = running.worker.status()
+        ok, detail = st.ready, st.detail
         assert ok and "idx@1" in detail and "version 3 refused" in detail, detail
         time.sleep(2.5)  # a few periodic checks: a refused version is not loaded (and counted) again
         assert refused() == 2
@@ -306,7 +308,8 @@ def test_index_of_another_backbone_or_dimension_is_refused_old_one_keeps_serving
         assert h.wait_for_ids(kafka_settings, topics, ids(produced), 60)
         scored, _ = h.assert_nothing_lost(kafka_settings, topics, ids(produced))
         assert all(r.index_version == 4 for f in produced[20:] for r in scored[f.frame_id])
-        ok, detail = running.worker._ready()
+        st = running.worker.status()
+        ok, detail = st.ready, st.detail
         assert ok and "refused" not in detail, detail
     finally:
         running.close()
@@ -327,7 +330,8 @@ def test_without_its_indexes_the_worker_pauses_then_scores_routed_per_source(
         assert h.wait_until(lambda: sample(reg, "framewatch_consumption_paused") == 1, 10)
         h.publish_index(redis_url, prefix, "idx")  # the default only: idxB still missing, still paused
         time.sleep(3)
-        ok, detail = running.worker._ready()
+        st = running.worker.status()
+        ok, detail = st.ready, st.detail
         assert not ok and "indexes: idx@1;" in detail and "waiting for index idxB to load" in detail, detail
         assert sample(reg, "framewatch_frames_consumed_total") == 0
         assert not h.dead_letters(kafka_settings, topics.dead_letters)
@@ -340,7 +344,8 @@ def test_without_its_indexes_the_worker_pauses_then_scores_routed_per_source(
             want = "idxB" if f.source.startswith("cam-b") else "idx"
             assert {r.index_name for r in scored[f.frame_id]} == {want}, f.frame_id
         assert sample(reg, "framewatch_consumption_paused") == 0
-        ok, detail = running.worker._ready()
+        st = running.worker.status()
+        ok, detail = st.ready, st.detail
         assert ok, detail
     finally:
         running.close()
@@ -369,10 +374,10 @@ def test_broker_outage_does_not_crash_the_worker(redis_url, unique, client):
             expected = "ConfluentProducer" if client == "confluent" else "KafkaProducer"
             assert type(running.worker.outbox.producer).__name__ == expected
             own_broker.stop()
-            assert h.wait_until(lambda: not running.worker._ready()[0], 30)
+            assert h.wait_until(lambda: not running.worker.status().ready, 30)
             time.sleep(8)  # longer than the drain timeout: still no exit
             assert running.alive()
-            assert running.worker._alive()[0]
+            assert running.worker.status().alive
             own_broker.start()  # memory storage: an empty broker on the same port
             h.topics_for(unique, kafka, partitions=2)
             after = h.frames("camA", 10, start=100)

@@ -124,13 +124,13 @@ def test_a_partition_never_committed_keeps_its_frames_when_it_moves_to_a_worker_
     second = None
     try:
         assert h.wait_until(
-            lambda: first.worker.consumer is not None and len(first.worker.consumer.assignment()) == 2
+            lambda: len(first.worker.status().partitions) == 2
         )
         produced = h.interleave(*(h.frames(source, 8) for source in h.sources_covering(2)))
         h.produce_frames(kafka_settings, topics.frames, produced)
         second = h.start_worker(cfg)  # started after every one of those frames
         assert h.wait_until(
-            lambda: second.worker.consumer is not None and len(second.worker.consumer.assignment()) == 1, 60
+            lambda: len(second.worker.status().partitions) == 1, 60
         )
         h.publish_index(redis_url, prefix, "idx")
         assert h.wait_for_ids(kafka_settings, topics, ids(produced), 90)
@@ -168,9 +168,7 @@ def test_readyz_says_the_embedder_is_building_and_an_up_broker_is_never_unreacha
 
         def joined_and_said_so() -> bool:
             seen.append(get(port, "/readyz"))
-            return "broker: connected" in seen[-1][1] and bool(
-                worker.consumer and worker.consumer.assignment()
-            )
+            return "broker: connected" in seen[-1][1] and worker.status().assigned
 
         assert h.wait_until(joined_and_said_so, 60, every=0.2), seen[-1]
         status, body = get(port, "/readyz")

@@ -10,11 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kafka import TopicPartition
-from prometheus_client import CollectorRegistry
 
-from wire.settings import KafkaSettings, RedisSettings
-from worker.config import WorkerConfig
-from worker.loop import Worker
 from worker.poison import Unparseable
 from worker.read_ahead import ReadAhead
 
@@ -53,18 +49,11 @@ class FetchingClient:
         return {BUSY: taken} if taken else {}
 
 
-def worker(max_batch: int) -> Worker:
-    cfg = WorkerConfig(kafka=KafkaSettings(bootstrap="127.0.0.1:1"), redis=RedisSettings(url="redis://127.0.0.1:1/0"),
-                       index="i", group_id="g", metrics_port=0, max_batch=max_batch)  # fmt: skip
-    return Worker(cfg, registry=CollectorRegistry())
-
-
 def test_small_batches_take_what_the_client_holds_so_no_fetch_waits_on_an_idle_partition():
-    w = worker(max_batch=8)
-    w.consumer = client = FetchingClient(per_fetch=25, total=200)
+    ahead, client = ReadAhead(), FetchingClient(per_fetch=25, total=200)
     offsets: list[int] = []
     for _ in range(400):
-        got = w._poll()
+        got = ahead.poll(client, room=8, wait_s=0.5)  # a batch of 8, empty: room for 8
         assert len(got) <= 8  # never more than the batch has room for
         offsets += [m.offset for m in got]
         if len(offsets) == 200:
