@@ -10,23 +10,28 @@ takes seconds. The evaluation code lives in the ``evaluation`` package.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from evaluation import datasets
+from framewatch.eval_common import (
+    DEFAULT_CLUSTERS,
+    DEFAULT_CORESETS,
+    cache_dir,
+    calibrated,
+    embedder_maker,
+    methods_from_args,
+    parse_clusters,
+    precision_of,
+    spec_from_args,
+    threads_used,
+    write_outputs,
+)
 from index_store.errors import IndexStoreError
-from index_store.registry import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD
-from index_store.spec import PATCH_DEFAULT_CLUSTERS, EmbedderSpec, default_spec
+from index_store.registry import BACKBONES
 from wire.errors import FramewatchError
-
-DEFAULT_CLUSTERS = {"global": "1,3,5,10", "patch": str(PATCH_DEFAULT_CLUSTERS)}
-DEFAULT_CORESETS = {"global": "", "patch": str(PATCH_DEFAULT_CLUSTERS)}
 
 log = logging.getLogger("framewatch.eval")
 
@@ -96,53 +101,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def spec_from_args(
-    backbone: str,
-    weights: Optional[str],
-    norm: str = "default",
-    kind: str = "global",
-    crop: Optional[int] = None,
-    precision: Optional[str] = None,
-) -> EmbedderSpec:
-    """The backbone's default spec with ``--weights``, ``--norm``, ``--kind``, ``--crop`` and ``--precision``
-    applied (file paths pinned by sha256)."""
-    from index_store.weights import file_sha256
-
-    spec = default_spec(backbone, kind)
-    if precision:
-        spec = dataclasses.replace(spec, precision=precision)
-    if crop:
-        spec = dataclasses.replace(spec, crop=crop, resize=round(crop * 8 / 7))
-    if norm == "imagenet":
-        spec = dataclasses.replace(spec, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    elif norm == "tflite":
-        spec = dataclasses.replace(spec, mean=LITE_MEAN, std=LITE_STD)
-    if weights is None:
-        return spec
-    if weights == "random" or weights.startswith("random:"):
-        return dataclasses.replace(spec, weights=weights if ":" in weights else "random:0")
-    path = weights[len("file:") :] if weights.startswith("file:") else weights
-    if weights.startswith("file:") or os.sep in weights or os.path.exists(weights):
-        if not os.path.isfile(path):
-            raise IndexStoreError(f"--weights {weights!r}: no such file")
-        return dataclasses.replace(
-            spec, weights=f"file:{os.path.abspath(path)}", weights_sha256=file_sha256(path)
-        )
-    return dataclasses.replace(spec, weights=weights)
-
-
-def _parse_clusters(text: Optional[str]) -> list[int]:
-    if not text:
-        return []
-    try:
-        values = [int(c) for c in text.split(",") if c.strip()]
-    except ValueError as e:
-        raise IndexStoreError(f"--clusters {text!r}: expected integers like 1,3,5,10") from e
-    if any(c < 1 for c in values):
-        raise IndexStoreError("--clusters values must be at least 1")
-    return values
-
-
 def _parse_classes(text: Optional[str], names: tuple[str, ...]) -> Optional[list[int]]:
     if not text:
         return None
@@ -155,61 +113,6 @@ def _parse_classes(text: Optional[str], names: tuple[str, ...]) -> Optional[list
         else:
             raise IndexStoreError(f"--classes: no class {item!r} (classes: {', '.join(names)})")
     return out
-
-
-def _methods(args: argparse.Namespace) -> list[Any]:
-    from evaluation import evaluate
-
-    clusters = DEFAULT_CLUSTERS[args.kind] if args.clusters is None else args.clusters
-    coresets = DEFAULT_CORESETS[args.kind] if args.coreset is None else args.coreset
-    return evaluate.methods_for(
-        _parse_clusters(clusters), args.k, args.clean_fraction, _parse_clusters(coresets)
-    )
-
-
-def _embedder_maker(args: argparse.Namespace, spec: EmbedderSpec):  # type: ignore[no-untyped-def]
-    """A function that builds the embedder on first call (not at all when every feature is cached)."""
-    box: list[Any] = []
-
-    def make_embedder() -> Any:
-        if not box:
-            from index_store.embedder import Embedder, pick_device
-
-            device = pick_device(args.device)
-            bs = args.batch_size or (128 if device.type == "cuda" else 16)
-            runtime = {"runtime": args.runtime} if args.runtime else {}
-            box.append(Embedder(spec, device=str(device), batch_size=bs, **runtime))
-        return box[0]
-
-    return make_embedder
-
-
-def precision_of(args: argparse.Namespace) -> str:
-    """``--precision``, else what ``index fit`` gives a new index (openvino_runtime.default_precision)."""
-    if args.precision:
-        return str(args.precision)
-    from index_store import openvino_runtime
-    from index_store.embedder import pick_device
-
-    return openvino_runtime.default_precision(args.runtime or openvino_runtime.DEFAULT_RUNTIME,
-                                              pick_device(args.device).type)  # fmt: skip
-
-
-def calibrated(make_embedder: Any, spec: EmbedderSpec, train: Any) -> EmbedderSpec:
-    """An int8 spec: the embedder ``make_embedder`` builds calibrated on (evenly spaced) normal training images,
-    as ``index fit`` calibrates on its fit frames; the spec returned names the quantized model (so feature caches
-    keep each calibration apart). Any other spec: unchanged."""
-    if spec.precision != "int8":
-        return spec
-    import numpy as np
-
-    from index_store.openvino_runtime import CALIBRATION_FRAMES
-
-    n = min(len(train), CALIBRATION_FRAMES)
-    picked = train.subset(np.linspace(0, len(train) - 1, n).round().astype(int), f"cal{n}")
-    embedder = make_embedder()
-    embedder.calibrate(list(picked))
-    return embedder.spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     # the papers' one-class datasets are object-centric: DN2 pools each image into one vector
     spec = geometry_flags.apply(args, spec, default_regions=(1, 1) if args.dataset != "folder" else geometry_flags.DEFAULT_REGIONS)
-    methods = _methods(args)
+    methods = methods_from_args(args)
     threads = features.configure_threads(args.threads)
     ds = datasets.load(args.dataset, args.data, args.split, args.seed)
     classes = _parse_classes(args.classes, ds.class_names)
@@ -254,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         main, tuning, tr, te = _finetuned(args, spec, train, test, methods, classes, cache, progress)
         eval_s = 0.0
     else:
-        make_embedder = _embedder_maker(args, spec)
+        make_embedder = embedder_maker(args, spec)
         spec = calibrated(make_embedder, spec, train)
         tr = cache.get_or_embed(spec, train, make_embedder, progress=progress)
         te = cache.get_or_embed(spec, test, make_embedder, progress=progress)
@@ -315,15 +218,6 @@ def _finetuned(args, spec, train, test, methods, classes, cache, progress):  # t
     return main, tuning, done, CachedFeatures(None, 0.0, done.from_cache, None)  # type: ignore[arg-type]
 
 
-def cache_dir(args: argparse.Namespace) -> Optional[str]:
-    """``--cache-dir``: None = the default place, '' = no cache."""
-    from evaluation import features
-
-    if args.cache_dir is None:
-        return str(features.DEFAULT_CACHE_DIR)
-    return args.cache_dir or None
-
-
 def _report(args, spec, ds, train, test, main, baselines, tr, te, eval_s, total_s) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     def sample(n: Optional[int]) -> str:
         return f"at most {n} per class, seed {args.seed}" if n else "all"
@@ -346,8 +240,8 @@ def _report(args, spec, ds, train, test, main, baselines, tr, te, eval_s, total_
         "spec_fingerprint": spec.fingerprint(),
         "k": args.k,
         "kind": args.kind,
-        "clusters": _parse_clusters(DEFAULT_CLUSTERS[args.kind] if args.clusters is None else args.clusters),
-        "coreset": _parse_clusters(DEFAULT_CORESETS[args.kind] if args.coreset is None else args.coreset),
+        "clusters": parse_clusters(DEFAULT_CLUSTERS[args.kind] if args.clusters is None else args.clusters),
+        "coreset": parse_clusters(DEFAULT_CORESETS[args.kind] if args.coreset is None else args.coreset),
         "clean_fraction": args.clean_fraction,
         "results": main.to_dict(),
         "baselines": [b.to_dict() for b in baselines],
@@ -368,21 +262,6 @@ def _paper(name: str) -> Any:
     from evaluation import evaluate
 
     return evaluate.PAPER.get(name)
-
-
-def threads_used() -> int:
-    import torch
-
-    return int(torch.get_num_threads())
-
-
-def write_outputs(args: argparse.Namespace, report: dict[str, Any], markdown: str) -> None:
-    if args.out_json:
-        Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_json).write_text(json.dumps(report, indent=1) + "\n")
-    if args.out_md:
-        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_md).write_text(markdown)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

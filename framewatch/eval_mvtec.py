@@ -17,11 +17,11 @@ from typing import Any
 from evaluation import features, mvtec
 from evaluation.errors import DatasetUnavailable
 from framewatch import geometry_flags
-from framewatch.eval_cmd import (
-    _embedder_maker,
-    _methods,
+from framewatch.eval_common import (
     cache_dir,
     calibrated,
+    embedder_maker,
+    methods_from_args,
     precision_of,
     spec_from_args,
     threads_used,
@@ -39,10 +39,10 @@ def run_mvtec(args: argparse.Namespace) -> int:
     categories = mvtec.load(args.data, names)  # fail before any model is built
     spec = geometry_flags.apply(args, spec_from_args(args.backbone, args.weights, args.norm, args.kind, args.crop,
                                                       precision_of(args)))
-    methods = _methods(args)
+    methods = methods_from_args(args)
     features.configure_threads(args.threads)
     cache = features.FeatureCache(cache_dir(args))
-    make_embedder = _embedder_maker(args, spec)
+    make_embedder = embedder_maker(args, spec)
     progress = not args.no_progress
     results, embed_s, eval_s = [], 0.0, 0.0
     tuning: dict[str, Any] = {}
@@ -50,7 +50,7 @@ def run_mvtec(args: argparse.Namespace) -> int:
         if args.finetune:  # MSC on the category's normal training images (evaluation/finetuned.py)
             (tr, te), tuning[cat.name] = _tuned(args, spec, cat, cache, progress)
         elif spec.precision == "int8":  # each category is its own index: calibrated on its own training images
-            make_embedder = _embedder_maker(args, spec)
+            make_embedder = embedder_maker(args, spec)
             cat_spec = calibrated(make_embedder, spec, cat.train)
             tr = cache.get_or_embed(cat_spec, cat.train, make_embedder, progress=progress)
             te = cache.get_or_embed(cat_spec, cat.test, make_embedder, progress=progress)

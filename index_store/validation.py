@@ -17,7 +17,7 @@ from index_store.knn import KINDS
 from index_store.spec import EmbedderSpec
 
 if TYPE_CHECKING:
-    from index_store.repository import IndexMeta
+    from index_store.meta import IndexMeta
 
 _INT_FIELDS = ("k", "dim", "n_vectors", "version", "n_chunks", "n_train", "adapted_chunks", "adapted_bytes",
                "quantized_chunks", "quantized_bytes")
