@@ -131,8 +131,7 @@ def list_indexes(repo: "IndexRepository") -> list[IndexRow]:
     import redis
 
     rows = []
-    for raw in sorted(repo.r.smembers(repo.keys.names)):
-        name = raw.decode("utf-8", "replace")
+    for name in repo.names():
         versions: list[int] = []
         active: Optional[int] = None
         try:
@@ -154,7 +153,7 @@ def _raw_get(repo: "IndexRepository", key: str) -> str:
     import redis
 
     try:
-        value = repo.r.get(key)
+        value = repo.raw_value(key)
     except redis.ResponseError as e:  # the key holds another type
         return f"is not a string: {e}"
     return repr(value.decode("utf-8", "replace")) if value is not None else "unset"

@@ -146,9 +146,7 @@ def _remove_own_data(kafka: KafkaSettings, redis_settings: RedisSettings, topics
     """Delete this run's topics and Redis keys (all named after the run), best effort."""
     try:
         repo = repository(redis_settings)
-        keys = list(repo.r.scan_iter(match=f"{redis_settings.key_prefix}:*", count=1000))
-        if keys:
-            repo.r.delete(*keys)
+        repo.delete_all()
     except Exception as e:  # cleanup must not hide the demo's result
         log.warning("could not remove the demo's Redis keys (prefix %s): %s", redis_settings.key_prefix, e)
     try:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     # frames are fetched only from the frames topic: a forged score record cannot point the index elsewhere
     fetcher = FrameFetcher(flags.kafka_settings(args), only_topic=topics.frames) if needs_kafka else None
     marker = Marker(
-        repo, fetcher, lambda spec: Embedder(spec, device=args.device), Answers(repo.r, repo.keys)
+        repo, fetcher, lambda spec: Embedder(spec, device=args.device), Answers(repo)
     )  # type: ignore[arg-type]
     try:
         if args.frames:

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     repo = repository(flags.redis_settings(args))
     now = time.time()
-    table = rows(repo, args.name, args.since, now, serving_workers(read_all(repo.r, repo.keys), args.name))
+    table = rows(repo, args.name, args.since, now, serving_workers(read_all(repo), args.name))
     if args.json:
         print(json.dumps({"index": args.name, "since_s": min(args.since, MAX_SINCE_S), "versions": table}, indent=1))
     else:

@@ -86,7 +86,7 @@ def run_recalibrate(args: argparse.Namespace) -> int:
     embedder = Embedder(meta.embedder_spec, device=args.device, batch_size=args.batch_size, adapted=adapted,
                         quantized=quantized)  # fmt: skip
     sample = read_sample(kafka, topic, args.source, period, embedder, args.every, args.max_frames)
-    answers = Answers(repo.r, repo.keys).all(args.name)
+    answers = Answers(repo).all(args.name)
     confirmed = np.array(
         [answers.get(f, {}).get("label") == "confirmed" for f in sample.frame_ids], dtype=bool
     )

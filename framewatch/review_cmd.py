@@ -65,7 +65,7 @@ def build(
     from review.marking import Marker
 
     repo = repository(redis_settings)
-    answers = Answers(repo.r, repo.keys)
+    answers = Answers(repo)
     fetcher = FrameFetcher(kafka, only_topic=frames_topic)
     feed = RecentAnomalies(per_source, frames_topic)
     marker = Marker(repo, fetcher, lambda spec: Embedder(spec, device=device), answers)

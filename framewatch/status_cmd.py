@@ -98,14 +98,13 @@ def learning(repo: Any) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from index_store.keys import Keys
     from worker.heartbeat import read_all
 
     settings = flags.redis_settings(args)
     from framewatch.admin import repository
 
     repo = repository(settings)
-    states = read_all(repo.r, Keys(settings.key_prefix))
+    states = read_all(repo)
     print(json.dumps(states, indent=1, sort_keys=True) if args.json else render(states, time.time()))
     lines = [] if args.json else learning(repo)
     if lines:

@@ -325,6 +325,62 @@ class IndexRepository:
                 out[raw_key.decode("utf-8", "replace")] = record
         return out
 
+    def names(self) -> list[str]:
+        """Every index name stored, sorted, undecodable bytes replaced (``index list`` shows even malformed ones)."""
+        return sorted(raw.decode("utf-8", "replace") for raw in self.r.smembers(self.keys.names))
+
+    def raw_value(self, key: str) -> Optional[bytes]:
+        """The bytes under one of this prefix's keys, unparsed (for diagnostics); ResponseError when it
+        holds another type."""
+        return self.r.get(key)  # type: ignore[return-value]
+
+    def delete_all(self) -> int:
+        """Delete every key under this prefix (the demo removes its own run's data); how many."""
+        keys = list(self.r.scan_iter(match=f"{self.keys.prefix}:*", count=1000))
+        return int(self.r.delete(*keys)) if keys else 0
+
+    # -- index events (the worker's watcher) ---------------------------------------------------------
+    def subscribe_events(self) -> Any:
+        """A pub/sub subscribed to the events channel (activations); the caller closes it."""
+        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.keys.events)
+        except BaseException:
+            pubsub.close()
+            raise
+        return pubsub
+
+    # -- review answers (review/answers.py) ----------------------------------------------------------
+    def put_answer(self, key: str, field: str, body: str) -> None:
+        """One reviewer's answer (JSON) under ``field`` of the answers hash ``key``."""
+        self.r.hset(key, field, body)
+
+    def answers(self, key: str) -> dict[bytes, bytes]:
+        """Field -> answer (JSON bytes) of the answers hash ``key``."""
+        return self.r.hgetall(key)  # type: ignore[return-value]
+
+    def review_lock(self, index: str, timeout_s: float) -> Any:
+        """The lock that serialises absorbing marked frames into ``index`` (it expires: a crashed holder
+        cannot wedge it); acquire and release it."""
+        return self.r.lock(self.keys.review_lock(index), timeout=timeout_s)
+
+    # -- worker heartbeats (worker/heartbeat.py; `framewatch status`) --------------------------------
+    def write_health(self, worker_id: str, body: str, ttl_s: float) -> None:
+        """One worker's heartbeat, expiring after ``ttl_s``."""
+        self.r.set(self.keys.health(worker_id), body, px=int(ttl_s * 1000))
+
+    def clear_health(self, worker_id: str) -> None:
+        self.r.delete(self.keys.health(worker_id))
+
+    def read_health(self) -> list[bytes]:
+        """Every live worker's heartbeat, as stored (one that expired between SCAN and GET is left out)."""
+        out = []
+        for key in self.r.scan_iter(match=self.keys.health_pattern, count=100):
+            raw = self.r.get(key)
+            if raw is not None:
+                out.append(raw)
+        return out
+
     def versions(self, name: str) -> list[int]:
         return sorted(int(v) for v in self.r.zrange(self.keys.versions(name), 0, -1))
 

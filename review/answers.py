@@ -7,16 +7,14 @@ import json
 import time
 from typing import Any, Callable
 
-import redis
-
-from index_store.keys import Keys
+from index_store.repository import IndexRepository
 
 LABELS = ("normal", "confirmed")
 
 
 class Answers:
-    def __init__(self, client: redis.Redis, keys: Keys, clock: Callable[[], float] = time.time) -> None:
-        self.client, self.keys, self.clock = client, keys, clock
+    def __init__(self, repo: IndexRepository, clock: Callable[[], float] = time.time) -> None:
+        self.repo, self.keys, self.clock = repo, repo.keys, clock
 
     def put(self, index: str, frame_id: str, label: str, by: str, **extra: Any) -> dict[str, Any]:
         return self._put(self.keys.review(index), frame_id, label, by, extra)
@@ -28,7 +26,7 @@ class Answers:
         if label not in LABELS:
             raise ValueError(f"label must be one of {LABELS}")
         answer = {"label": label, "by": by, "at": self.clock(), **extra}
-        self.client.hset(key, field, json.dumps(answer, sort_keys=True))
+        self.repo.put_answer(key, field, json.dumps(answer, sort_keys=True))
         return answer
 
     def all(self, index: str) -> dict[str, dict[str, Any]]:
@@ -41,7 +39,7 @@ class Answers:
 
     def _all(self, key: str) -> dict[str, dict[str, Any]]:
         out = {}
-        for fid, raw in self.client.hgetall(key).items():
+        for fid, raw in self.repo.answers(key).items():
             try:
                 out[fid.decode()] = json.loads(raw)
             except ValueError:

@@ -154,7 +154,7 @@ class Marker:
     @contextlib.contextmanager
     def _serialised(self, index: str) -> Iterator[None]:
         """This process's lock, then the index's Redis lock (with an expiry, so a crashed holder cannot wedge it)."""
-        lock = self.answers.client.lock(self.answers.keys.review_lock(index), timeout=LOCK_S)
+        lock = self.repo.review_lock(index, LOCK_S)
         with self._lock:
             if not lock.acquire(blocking_timeout=self.lock_wait_s):
                 raise MarkingBusy(f"another absorption into index {index!r} is still running; try again")

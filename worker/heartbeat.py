@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import redis
 
-from index_store.keys import Keys
+from index_store.repository import IndexRepository
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +32,17 @@ class Heartbeat:
     """
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, worker_id: str, ttl_s: float = 30.0,
-        clock: Callable[[], float] = time.time,
+        self, repo: IndexRepository, worker_id: str, ttl_s: float = 30.0, clock: Callable[[], float] = time.time,
     ) -> None:  # fmt: skip
         if ttl_s <= 0:
             raise ValueError("heartbeat ttl must be positive")
-        self.client, self.keys, self.worker_id, self.ttl_s, self.clock = client, keys, worker_id, ttl_s, clock
-
-    @property
-    def key(self) -> str:
-        return self.keys.health(self.worker_id)
+        self.repo, self.worker_id, self.ttl_s, self.clock = repo, worker_id, ttl_s, clock
 
     def beat(self, state: dict[str, Any]) -> bool:
         """Write the state; False (logged, not raised) when Redis is unreachable: a heartbeat never stops a worker."""
         body = {**state, "worker_id": self.worker_id, "at": self.clock(), "ttl_s": self.ttl_s}
         try:
-            self.client.set(self.key, json.dumps(body, sort_keys=True), px=int(self.ttl_s * 1000))
+            self.repo.write_health(self.worker_id, json.dumps(body, sort_keys=True), self.ttl_s)
             return True
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             log.warning("heartbeat not written: %s", e)
@@ -64,18 +59,15 @@ class Heartbeat:
     def clear(self) -> None:
         """Remove the key on a clean shutdown, so status stops listing this worker at once."""
         try:
-            self.client.delete(self.key)
+            self.repo.clear_health(self.worker_id)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             log.warning("heartbeat not cleared: %s", e)
 
 
-def read_all(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+def read_all(repo: IndexRepository) -> list[dict[str, Any]]:
     """Every live worker's last heartbeat, sorted by worker id; unreadable values are skipped."""
     out = []
-    for key in client.scan_iter(match=keys.health_pattern, count=100):
-        raw = client.get(key)
-        if raw is None:
-            continue  # expired between SCAN and GET
+    for raw in repo.read_health():
         try:
             state = json.loads(raw)
         except ValueError:

@@ -245,8 +245,7 @@ class IndexSet:
             pubsub = None
             try:
                 repo = self.repo_factory()
-                pubsub = repo.r.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(repo.keys.events)
+                pubsub = repo.subscribe_events()
                 self.refresh(repo)
                 if self.on_subscribe is not None:
                     self.on_subscribe()

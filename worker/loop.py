@@ -432,7 +432,7 @@ class Worker:
     def _heartbeat(self) -> None:
         """Tell `framewatch status` what this worker serves (a Redis key that expires if the worker dies)."""
         repo = self._repository()
-        Heartbeat(repo.r, repo.keys, self.worker_id, ttl_s=3 * HEARTBEAT_EVERY_S).run(
+        Heartbeat(repo, self.worker_id, ttl_s=3 * HEARTBEAT_EVERY_S).run(
             lambda: self.status().heartbeat(), self._stop, HEARTBEAT_EVERY_S
         )
 

@@ -144,7 +144,7 @@ def start_site(kafka: KafkaSettings, redis_url: str, redis_client: object, uniqu
     follower.start()
     incident_follower.start()
     repo = IndexRepository(redis_client, prefix)  # type: ignore[arg-type]
-    return Site(kafka, topics, repo, Answers(repo.r, repo.keys), app, [], stop, follower, fetcher, incidents,
+    return Site(kafka, topics, repo, Answers(repo), app, [], stop, follower, fetcher, incidents,
                 incident_follower)  # fmt: skip
 
 

@@ -171,7 +171,7 @@ def test_flagged_alerted_once_marked_normal_then_scored_below_threshold(
         assert repo.active_version("idx") == 2
         meta = repo.meta("idx")
         assert meta.feedback["by"] == {"alice": 1} and meta.feedback["frames"] == ["camA-odd"]
-        answers = Answers(redis_client, repo.keys).all("idx")
+        answers = Answers(repo).all("idx")
         assert answers["camA-odd"]["label"] == "normal" and answers["camB-stripes"]["label"] == "confirmed"
 
         # once the worker serves version 2, the same image sent again is normal

@@ -6,6 +6,7 @@ import pytest
 
 from framewatch.cli import main
 from index_store.keys import Keys
+from index_store.repository import IndexRepository
 from tests.conftest import png_bytes
 from tests.integration import harness as h
 from worker.heartbeat import Heartbeat
@@ -18,9 +19,9 @@ def test_status_lists_live_workers_from_their_heartbeats(
 ):
     prefix = f"t-{unique}"
     keys = Keys(prefix)
-    beat = Heartbeat(redis_client, keys, "w-1", ttl_s=30)
+    beat = Heartbeat(IndexRepository(redis_client, prefix), "w-1", ttl_s=30)
     beat.beat({"group": "g-cams", "partitions": [0, 2], "indexes": {"cams": 4}, "lag": 12, "ready": True})
-    Heartbeat(redis_client, keys, "w-2", ttl_s=30).beat({"group": "g-cams", "partitions": [1], "indexes": {"cams": 3},
+    Heartbeat(IndexRepository(redis_client, prefix), "w-2", ttl_s=30).beat({"group": "g-cams", "partitions": [1], "indexes": {"cams": 3},
                                                          "lag": None, "ready": False, "detail": "index refused"})  # fmt: skip
     assert 0 < redis_client.pttl(keys.health("w-1")) <= 30_000  # it expires when the worker stops beating
     monkeypatch.setenv("FRAMEWATCH_REDIS_PREFIX", prefix)

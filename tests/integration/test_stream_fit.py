@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from framewatch.cli import main
-from index_store.keys import Keys
 from index_store.repository import IndexRepository
 from review.answers import Answers
 from tests.integration import harness as h
@@ -229,7 +228,7 @@ def test_recalibrate_keeps_the_vectors_and_leaves_out_confirmed_anomalies(
     v2 = repo.meta("idx")
     assert "17 frames of 'cam-a' scored" in out and "0 confirmed anomalies left out" in out
     assert "alarm rate" in out and "before" in out and "after" in out
-    answers = Answers(repo.r, Keys(repo.keys.prefix))
+    answers = Answers(repo)
     for fid in ("cam-a-900", "cam-a-901"):  # as the review page stores a "confirmed" answer
         answers.put("idx", fid, "confirmed", "reviewer")
     out = recalibrate()
