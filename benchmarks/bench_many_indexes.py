@@ -44,7 +44,8 @@ from worker.camera_indexes import CameraIndexes
 from worker.indexes import IndexSet
 from worker.metrics import CameraIndexMetrics, WorkerMetrics
 from worker.routing import Routing
-from worker.scoring import PendingFrame, Scorer
+from worker.inflight import InFlight
+from worker.scoring import Scorer
 
 PREFIX = "bench"
 
@@ -73,12 +74,12 @@ def publish(repo: IndexRepository, name: str, spec: EmbedderSpec, n: int, seed: 
     return repo.publish(meta, build_exact(vectors))
 
 
-def frames_for(sources: list[str]) -> list[PendingFrame]:
-    return [PendingFrame(FrameRecord(f"f{i}", s, i, time.time(), b"", "image/png"), i, "frames", 0, i)
+def frames_for(sources: list[str]) -> list[InFlight]:
+    return [InFlight.decoded(FrameRecord(f"f{i}", s, i, time.time(), b"", "image/png"), i, offset=i)
             for i, s in enumerate(sources)]  # fmt: skip
 
 
-def best_per_frame(score, batches: list[list[PendingFrame]], repeat: int) -> float:  # type: ignore[no-untyped-def]
+def best_per_frame(score, batches: list[list[InFlight]], repeat: int) -> float:  # type: ignore[no-untyped-def]
     """Best (over ``repeat`` passes) mean microseconds per frame of scoring ``batches``."""
     best = float("inf")
     n = sum(len(b) for b in batches)

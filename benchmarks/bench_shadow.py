@@ -24,7 +24,8 @@ from worker.candidates import Candidates
 from worker.indexes import LoadedIndex
 from worker.metrics import WorkerMetrics
 from worker.routing import Routing
-from worker.scoring import PendingFrame, Scorer
+from worker.inflight import InFlight
+from worker.scoring import Scorer
 from worker.verdicts import VerdictTally
 
 SPEC = EmbedderSpec("resnet18", "random:0", resize=64, crop=64)
@@ -77,7 +78,7 @@ def main() -> None:
 
     active = {"idx": loaded(1)}
     variants = {"no shadow step": scorer(None), "shadow, no candidate": scorer(False), "one candidate": scorer(True)}
-    frames = [PendingFrame(FrameRecord(f"f{i}", "cam", i, time.time(), b"x"), None, "frames", 0, i)
+    frames = [InFlight.decoded(FrameRecord(f"f{i}", "cam", i, time.time(), b"x"), None, offset=i)
               for i in range(BATCH)]  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.rounds):

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import redis
@@ -46,6 +46,10 @@ from index_store.spec import EmbedderSpec
 from worker.index_cache import LruBudget, held_bytes
 from worker.indexes import LoadedIndex
 from worker.metrics import CameraIndexMetrics
+
+if TYPE_CHECKING:
+    from wire.records import FrameRecord
+    from worker.routing import Routing
 
 log = logging.getLogger(__name__)
 
@@ -308,3 +312,18 @@ class CameraIndexes:
         with self._cond:
             self._pending.discard(name)
             self._cond.notify_all()
+
+
+def prefetcher(routing: "Routing", cameras: Optional[CameraIndexes],
+               loaded: Callable[[], Mapping[str, Any]]) -> Callable[["FrameRecord"], None]:  # fmt: skip
+    """What admission calls on each frame: its camera's own index starts loading while the frame decodes
+    and waits for its batch (a no-op without per-camera routes)."""
+
+    def want(record: "FrameRecord") -> None:
+        if cameras is None:
+            return
+        route = routing.route(record.source)
+        if route.per_camera and route.name not in loaded():
+            cameras.want(route.name)
+
+    return want

@@ -1,33 +1,34 @@
-"""Outputs out, acknowledgements in, offsets committed: what the loop hands over once a frame has an outcome.
+"""Delivery: outputs out, acknowledgements in, offsets committed. The last part of the data path.
 
-Every frame ends as one output, a score record or a dead letter, sent through
-the outbox with its (partition, offset) as token. Acknowledged outputs close
-their frame in the offset tracker and are counted; ``commit`` commits what the
-tracker allows. An output the broker refuses for good is replaced by a dead
-letter that keeps only the reason and the frame's coordinates.
+Every message ends as one output, a score record or a dead letter, sent
+through the outbox with its (partition, offset) as token. Every dead letter is
+built here: of a message that is not a frame, of a record the client could
+not parse, of a frame that could not be decoded or scored, and the smaller
+one that replaces an output the broker refuses for good (only the reason and
+the frame's coordinates). Acknowledged outputs close their message in the
+offset ledger (worker/offsets.py, opened by intake) and are counted;
+``commit`` commits what the ledger allows, at most every ``COMMIT_EVERY_S``
+from ``pump``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
-
-from kafka import TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from typing import Callable, Optional
 
 from wire.records import DeadLetter, ScoreRecord
-from worker import kafka_io
 from worker.config import WorkerConfig
+from worker.inflight import Outcome
+from worker.kafka_port import BrokerError, Consumer, Partition, Record, Unparseable
 from worker.metrics import WorkerMetrics
 from worker.offsets import OffsetTracker
 from worker.outbox import Outbox, Output
-from worker.scoring import PendingFrame
-from worker.stages import Outcome
 
 log = logging.getLogger(__name__)
 
-Token = tuple[TopicPartition, int]
+Token = tuple[Partition, int]
+COMMIT_EVERY_S = 1.0
 
 
 class Delivery:
@@ -38,22 +39,40 @@ class Delivery:
         self.cfg, self.outbox, self.tracker, self.metrics, self.clock = cfg, outbox, tracker, metrics, clock
         self.last_commit = 0.0
 
+    def pump(self, consumer: Consumer, outcomes: list[Outcome]) -> None:
+        """Send ``outcomes``; take in the acknowledgements; commit, at most every COMMIT_EVERY_S."""
+        self.send(outcomes)
+        self.collect()
+        if self.clock() - self.last_commit >= COMMIT_EVERY_S:
+            self.commit(consumer)
+
     # -- sending -------------------------------------------------------------------
-    def send_outcomes(self, outcomes: list[Outcome]) -> None:
+    def send(self, outcomes: list[Outcome]) -> None:
         """Each outcome to the outbox: its score record, or its dead letter."""
         for out in outcomes:
             frame = out.frame
             if out.record is None or out.encoded is None:
-                self.dead_letter(letter_for(frame, out.reason, out.detail), token_of(frame))
+                self.reject(frame.message, out.reason, out.detail)
                 continue
             key, value = out.encoded
-            refused = self._refused(letter_for(frame, "scoring-error", ""))
-            self.outbox.send(Output(self.cfg.topics.scores, key, value, [], token_of(frame), "score",
+            refused = self._refused(letter_for(frame.message, "scoring-error", ""))
+            self.outbox.send(Output(self.cfg.topics.scores, key, value, [], token_of(frame.message), "score",
                                     scored_label(out.record), refused))  # fmt: skip
             self._observe(out.record)
 
-    def dead_letter(self, letter: DeadLetter, token: Token) -> None:
-        key, value, headers = letter.encode(max_bytes=kafka_io.output_limit(self.cfg))
+    def reject(self, message: Record, reason: str, detail: str) -> None:
+        """The dead letter of ``message``: its own key, value and headers, and why."""
+        self._dead_letter(letter_for(message, reason, detail), token_of(message))
+
+    def unparseable(self, bad: Unparseable) -> None:
+        """The dead letter of a record the client could not parse: where it was, and the client's error."""
+        letter = DeadLetter(
+            None, None, [], "unparseable-record", bad.error, bad.topic, bad.partition, bad.offset
+        )
+        self._dead_letter(letter, (bad.where, bad.offset))
+
+    def _dead_letter(self, letter: DeadLetter, token: Token) -> None:
+        key, value, headers = letter.encode(max_bytes=output_limit(self.cfg))
         self.outbox.send(Output(self.cfg.topics.dead_letters, key, value, headers, token, "dead-letter",
                                 letter.reason, self._refused(letter)))  # fmt: skip
         log.warning("dead letter %s/%d/%d: %s (%.200s)", letter.topic, letter.partition, letter.offset,
@@ -66,7 +85,9 @@ class Delivery:
             stub = DeadLetter(None, None, [], "output-refused", f"{letter.reason}: {why}", letter.topic,
                               letter.partition, letter.offset)  # fmt: skip
             key, value, headers = stub.encode()
-            return Output(self.cfg.topics.dead_letters, key, value, headers, kind="dead-letter", label=stub.reason)
+            return Output(
+                self.cfg.topics.dead_letters, key, value, headers, kind="dead-letter", label=stub.reason
+            )
 
         return fallback
 
@@ -95,7 +116,7 @@ class Delivery:
             else:
                 self.metrics.dead_letters.labels(out.label).inc()
 
-    def commit(self, consumer: Any) -> None:
+    def commit(self, consumer: Optional[Consumer]) -> None:
         """Commit, per partition, the offset below which every output is acknowledged (a failure is retried next time)."""
         self.last_commit = self.clock()
         positions = self.tracker.committable()
@@ -103,22 +124,28 @@ class Delivery:
             return
         try:
             with self.metrics.stage_seconds.labels("commit").time():
-                kafka_io.commit(consumer, positions)
-        except (CommitFailedError, KafkaError) as e:
-            log.warning("commit failed (%s): retried with the next one; a rebalance may score these frames again", e)
+                consumer.commit(positions)
+        except BrokerError as e:
+            log.warning(
+                "commit failed (%s): retried with the next one; a rebalance may score these frames again", e
+            )
             return
         self.tracker.committed(positions)
 
 
-def token_of(frame: PendingFrame) -> Token:
-    return TopicPartition(frame.topic, frame.partition), frame.offset
+def token_of(message: Record) -> Token:
+    return message.where, message.offset
 
 
-def letter_for(frame: PendingFrame, reason: str, detail: str) -> DeadLetter:
+def letter_for(message: Record, reason: str, detail: str) -> DeadLetter:
     """A dead letter of the original message: its bytes, its key and headers."""
-    key, value, headers = frame.record.encode()
-    key, headers = (frame.key, frame.headers) if frame.headers else (key, headers)
-    return DeadLetter(key, value, headers, reason, detail, frame.topic, frame.partition, frame.offset)
+    return DeadLetter(message.key, message.value, list(message.headers), reason, detail, message.topic,
+                      message.partition, message.offset)  # fmt: skip
+
+
+def output_limit(cfg: WorkerConfig) -> int:
+    """The largest output message the worker sends (a dead letter over it leaves its payload out)."""
+    return cfg.kafka.max_message_bytes
 
 
 PER_CAMERA_LABEL = "{per-camera}"

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Optional
+from typing import Callable, Hashable, Optional
 
-from kafka.errors import KafkaError
+from worker.kafka_port import BrokerError, Producer, SendRefused, Sent
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +38,20 @@ class Output:
     kind: str = "score"  # score | dead-letter, for the caller's metrics
     label: str = ""  # the score's index name, or the dead letter's reason
     fallback: Optional[Callable[[str], "Output"]] = None  # a smaller output, given why this one was refused
-    future: Any = None  # the producer's future while in flight
+    future: Optional[Sent] = None  # the producer's acknowledgement while in flight
     failed_at: float = 0.0  # when it last failed (0 = not failed)
 
 
 class Outbox:
     def __init__(
         self,
-        make_producer: Callable[[], Any],
+        make_producer: Callable[[], Producer],
         clock: Callable[[], float] = time.monotonic,
         retry_s: float = 1.0,
         renew_after_s: float = 15.0,
     ) -> None:
         self._make_producer = make_producer
-        self.producer: Any = None
+        self.producer: Optional[Producer] = None
         self.clock = clock
         self.retry_s = retry_s
         self.renew_after_s = renew_after_s
@@ -78,7 +78,7 @@ class Outbox:
         try:
             if self.producer is None:
                 self.producer = self._make_producer()
-            out.future = self.producer.send(out.topic, key=out.key, value=out.value, headers=out.headers)
+            out.future = self.producer.send(out.topic, out.key, out.value, out.headers)
             out.failed_at = 0.0
         except Exception as e:  # noqa: BLE001 - e.g. no metadata while the broker is down, or a refusal
             self._failed(out, e)
@@ -93,11 +93,12 @@ class Outbox:
         left: list[Output] = []
         for out in self._box:
             future = out.future
-            if future is not None and future.is_done:
-                if future.succeeded():
+            if future is not None and future.done():
+                error = future.error()
+                if error is None:
                     done.append(out)
                     continue
-                self._failed(out, future.exception)
+                self._failed(out, error)
             left.append(out)
         self._box = left
         if done and self._failing_since is not None:
@@ -120,7 +121,12 @@ class Outbox:
             smaller = out.fallback(f"{type(error).__name__}: {error}")
             log.error("output to %s refused (%s): sending its fallback instead", out.topic, error)
             self.replaced += 1
-            out.topic, out.key, out.value, out.headers = smaller.topic, smaller.key, smaller.value, smaller.headers
+            out.topic, out.key, out.value, out.headers = (
+                smaller.topic,
+                smaller.key,
+                smaller.value,
+                smaller.headers,
+            )
             out.kind, out.label, out.fallback = smaller.kind, smaller.label, None
             return  # handed over by collect() (or the next probe)
         out.failed_at = self.clock()
@@ -136,7 +142,7 @@ class Outbox:
             return
         old, self.producer = self.producer, None
         try:
-            old.close(timeout=0)
+            old.close(0.0)
         except Exception as e:  # noqa: BLE001 - the old one is broken anyway
             log.debug("closing the old producer: %s", e)
         self._failing_since = self.clock()
@@ -147,8 +153,8 @@ class Outbox:
         if self.producer is None:
             return
         try:
-            self.producer.flush(timeout=max(0.0, timeout_s))
-        except KafkaError as e:
+            self.producer.flush(max(0.0, timeout_s))
+        except BrokerError as e:
             log.debug("flush: %s", e)
 
     def drain(self, deadline: float, stop_early: Callable[[], bool] = lambda: False) -> list[Output]:
@@ -164,13 +170,11 @@ class Outbox:
     def close(self) -> None:
         if self.producer is not None:
             try:
-                self.producer.close(timeout=5)
+                self.producer.close(5.0)
             except Exception as e:  # noqa: BLE001 - a broker gone at shutdown must not change the exit code
                 log.warning("closing the kafka producer: %s", e)
 
 
 def _refused_for_good(error: BaseException) -> bool:
     """Errors input can cause and no retry can cure: the record is too large or invalid."""
-    name = type(error).__name__
-    return name in {"MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError", "CorruptRecordError",
-                    "RecordListTooLargeError"} or isinstance(error, (ValueError, TypeError))  # fmt: skip
+    return isinstance(error, (SendRefused, ValueError, TypeError))

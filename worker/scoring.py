@@ -13,10 +13,12 @@ frames judged at the worst region.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -24,9 +26,11 @@ from index_store import geometry
 from index_store.anomaly_maps import frame_map, hotspot_in, score_maps
 from index_store.knn import group_score
 from wire.anomaly_map import encode_map
-from wire.records import FrameRecord, ScoreRecord
+from wire.errors import FrameDecodeError
+from wire.records import ScoreRecord
 from worker.drift import DriftTracker, Reference
 from worker.indexes import LoadedIndex
+from worker.inflight import InFlight, Outcome
 from worker.routing import Routing
 
 if TYPE_CHECKING:
@@ -37,30 +41,13 @@ if TYPE_CHECKING:
 # The index that scores a frame, the camera's own index name (per-camera routes; else None), and why the
 # default index scored it instead of that one ("" when it did not).
 Chosen = tuple[LoadedIndex, Optional[str], str]
+log = logging.getLogger(__name__)
+
 MAX_REFERENCES = 10_000  # drift calibrations kept (index versions); rebuilt on demand
 
 
 class Embeds(Protocol):
     def embed(self, prepared: Sequence[Any]) -> np.ndarray: ...
-
-
-@dataclass
-class PendingFrame:
-    """A frame on its way through the stages, with where it came from in Kafka.
-
-    ``prepared`` is what the extractor's ``embed`` takes (a preprocessed tensor,
-    or JPEG bytes for the device): a Future while the decode pool works on it.
-    ``key`` and ``headers`` are the original message's, for its dead letter.
-    """
-
-    record: FrameRecord
-    prepared: Any = field(repr=False)
-    topic: str
-    partition: int
-    offset: int
-    key: Optional[bytes] = None
-    headers: list[Any] = field(default_factory=list, repr=False)
-    size: tuple[int, int] = (0, 0)  # (width, height) of the frame as sent (hotspots and maps are in its pixels)
 
 
 class WindowTracker:
@@ -174,7 +161,7 @@ class Scorer:
         self.drift = drift
         self._references: dict[tuple[str, int], Reference] = {}
 
-    def score(self, frames: list[PendingFrame], indexes: dict[str, LoadedIndex]) -> list[ScoreRecord]:
+    def score(self, frames: list[InFlight], indexes: dict[str, LoadedIndex]) -> list[ScoreRecord]:
         """One ScoreRecord per frame, in order. Every index named outright (``routing.names()``) must be in
         ``indexes``; per-camera ones come from ``cameras``, else the default index scores the frame."""
         if not frames:
@@ -198,7 +185,7 @@ class Scorer:
             records = self.shadow.shadow(records, embeddings, [f.size for f in frames], score_frames)
         return records
 
-    def _choose(self, frames: list[PendingFrame], indexes: dict[str, LoadedIndex]) -> list[Chosen]:
+    def _choose(self, frames: list[InFlight], indexes: dict[str, LoadedIndex]) -> list[Chosen]:
         """Each frame's index: its route's, or for a per-camera route its camera's own when held, else the
         default index with the reason (worker/camera_indexes.py)."""
         routes = [self.routing.route(f.record.source) for f in frames]
@@ -221,7 +208,7 @@ class Scorer:
                 chosen.append((got, route.name, ""))
         return chosen
 
-    def _record(self, frame: PendingFrame, why: Why, embedding: np.ndarray, chosen: Chosen, now: float) -> ScoreRecord:
+    def _record(self, frame: InFlight, why: Why, embedding: np.ndarray, chosen: Chosen, now: float) -> ScoreRecord:
         loaded, camera_index, fallback = chosen
         meta, rec = loaded.meta, frame.record
         threshold, score = meta.threshold, why.score
@@ -270,3 +257,53 @@ class Scorer:
                 self._references.clear()
             self._references[key] = Reference.from_calibration(meta.calibration, float(meta.threshold or 0.0))
         return self._references[key]
+
+
+class BatchScorer:
+    """What the embed stage runs on each batch: decodes awaited, embedded, scored against the indexes served
+    now. A frame that fails becomes a dead-letter outcome; a batch that fails as a whole is scored again
+    frame by frame, so one bad frame never takes the others down."""
+
+    def __init__(self, scorer: Scorer, indexes: Callable[[], dict[str, LoadedIndex]],
+                 busy: Optional[Any] = None, observe: Callable[[int], None] = lambda n: None,
+                 watch: Sequence[Callable[[], ContextManager[Any]]] = ()) -> None:  # fmt: skip
+        """``busy`` (a Counter) counts the wall time of embedding and scoring, not the wait for decodes;
+        ``observe`` sees each batch's size; each of ``watch`` wraps each batch (the watchdog's "score"
+        call, its timer)."""
+        self.scorer, self.indexes, self.busy, self.observe, self.watch = scorer, indexes, busy, observe, watch
+
+    def __call__(self, frames: list[InFlight]) -> list[Outcome]:
+        self.observe(len(frames))
+        with contextlib.ExitStack() as stack:
+            for watch in self.watch:
+                stack.enter_context(watch())
+            outcomes: list[Outcome] = []
+            decoded: list[InFlight] = []
+            for frame in frames:
+                try:
+                    frame.await_decode()
+                    decoded.append(frame)
+                except FrameDecodeError as e:
+                    outcomes.append(Outcome(frame, reason=e.reason, detail=e.message))
+                except Exception as e:  # noqa: BLE001 - a poison frame must become a dead letter, never a crash loop
+                    outcomes.append(Outcome(frame, reason="undecodable", detail=f"{type(e).__name__}: {e}"))
+            t0 = time.perf_counter()
+            outcomes += self._score(decoded, self.indexes())
+            if self.busy is not None:
+                self.busy.inc(time.perf_counter() - t0)
+            return outcomes
+
+    def _score(self, frames: list[InFlight], indexes: dict[str, LoadedIndex]) -> list[Outcome]:
+        if not frames:
+            return []
+        try:
+            records = self.scorer.score(frames, indexes)
+            encoded = [
+                rec.encode() for rec in records
+            ]  # a non-finite score fails here, as this batch's error
+        except Exception as e:  # noqa: BLE001 - one bad frame must not take the batch down
+            if len(frames) == 1:
+                return [Outcome(frames[0], reason="scoring-error", detail=f"{type(e).__name__}: {e}")]
+            log.warning("batch of %d failed (%s); scoring frames one by one", len(frames), e)
+            return [out for frame in frames for out in self._score([frame], indexes)]
+        return [Outcome(f, rec, enc) for f, rec, enc in zip(frames, records, encoded)]

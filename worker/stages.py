@@ -1,4 +1,4 @@
-"""The worker's overlapping stages: decode (a pool of threads) | embed + score (its own thread) | deliver.
+"""The embed stage, and the metrics of the worker's overlapping stages: decode | embed + score | deliver.
 
 While batch n is embedded, the frames of batch n+1 are decoded in the pool
 and the records of batch n-1 are with the outbox. Bounded queues sit between
@@ -15,21 +15,13 @@ then sends. Busy time per stage and queue depths are Prometheus metrics.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from wire.errors import FrameDecodeError
-from wire.records import FrameRecord, ScoreRecord
-from worker.extract import Prepared
-from worker.indexes import LoadedIndex
-from worker.scoring import PendingFrame, Scorer
+from worker.inflight import InFlight, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -58,104 +50,19 @@ class StageMetrics:
             self.depth.labels(name).set_function(lambda fn=fn: float(fn()))  # type: ignore[misc]
 
 
-@dataclass
-class Outcome:
-    """What became of one frame: a score record (encoded) or the reason for its dead letter."""
-
-    frame: PendingFrame
-    record: Optional[ScoreRecord] = None
-    encoded: Optional[tuple[bytes, bytes]] = None
-    reason: str = ""
-    detail: str = ""
-
-
-class DecodePool:
-    """Runs ``prepare(record)`` on a pool of threads; PIL and libjpeg release the GIL while decoding."""
-
-    def __init__(self, threads: int = 0, busy: Optional[Counter] = None) -> None:
-        self.threads = threads or min(8, os.cpu_count() or 2)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
-        self._busy = busy
-        self._lock = threading.Lock()
-        self._queued = 0
-
-    def submit(self, prepare: Callable[[FrameRecord], Any], record: FrameRecord) -> "Future[Any]":
-        with self._lock:
-            self._queued += 1
-        return self._pool.submit(self._run, prepare, record)
-
-    def _run(self, prepare: Callable[[FrameRecord], Any], record: FrameRecord) -> Any:
-        t0 = time.thread_time()  # CPU time of this thread: a pool thread waiting for a core does not count
-        try:
-            return prepare(record)
-        finally:
-            if self._busy is not None:
-                self._busy.inc(time.thread_time() - t0)
-            with self._lock:
-                self._queued -= 1
-
-    def depth(self) -> int:
-        return self._queued
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def score_batch(
-    scorer: Scorer,
-    frames: list[PendingFrame],
-    indexes: dict[str, LoadedIndex],
-    busy: Optional[Counter] = None,
-) -> list[Outcome]:
-    """Wait for the batch's decodes, embed and score it; a frame that fails becomes a dead-letter outcome.
-
-    A batch that fails as a whole is scored again frame by frame, so one bad
-    frame never takes the others down. ``busy`` counts the embedding and
-    scoring time (wall: torch works on its own threads), not the wait for decodes.
-    """
-    outcomes: list[Outcome] = []
-    decoded: list[PendingFrame] = []
-    for frame in frames:
-        try:
-            value = frame.prepared.result() if isinstance(frame.prepared, Future) else frame.prepared
-            if isinstance(value, Prepared):
-                frame.prepared, frame.size = value.data, value.size
-            else:
-                frame.prepared = value
-            decoded.append(frame)
-        except FrameDecodeError as e:
-            outcomes.append(Outcome(frame, reason=e.reason, detail=e.message))
-        except Exception as e:  # noqa: BLE001 - a poison frame must become a dead letter, never a crash loop
-            outcomes.append(Outcome(frame, reason="undecodable", detail=f"{type(e).__name__}: {e}"))
-    t0 = time.perf_counter()
-    outcomes += _score_decoded(scorer, decoded, indexes)
-    if busy is not None:
-        busy.inc(time.perf_counter() - t0)
-    return outcomes
-
-
-def _score_decoded(
-    scorer: Scorer, frames: list[PendingFrame], indexes: dict[str, LoadedIndex]
-) -> list[Outcome]:
-    if not frames:
-        return []
-    try:
-        records = scorer.score(frames, indexes)
-        encoded = [rec.encode() for rec in records]  # a non-finite score fails here, as this batch's error
-    except Exception as e:  # noqa: BLE001 - one bad frame must not take the batch down
-        if len(frames) == 1:
-            return [Outcome(frames[0], reason="scoring-error", detail=f"{type(e).__name__}: {e}")]
-        log.warning("batch of %d failed (%s); scoring frames one by one", len(frames), e)
-        return [out for frame in frames for out in _score_decoded(scorer, [frame], indexes)]
-    return [Outcome(f, rec, enc) for f, rec, enc in zip(frames, records, encoded)]
+ScoreBatch = Callable[[list[InFlight]], list[Outcome]]
 
 
 class EmbedStage:
-    """Its own thread: takes batches (at most ``depth`` waiting), returns their outcomes in order."""
+    """Its own thread: takes batches (at most ``depth`` waiting), returns their outcomes in order.
 
-    def __init__(self, work: Callable[[list[PendingFrame]], list[Outcome]], depth: int = 2) -> None:
+    What it runs on each batch is handed over by ``serve`` once the scorer is
+    built (scoring.BatchScorer); no batch is submitted before.
+    """
+
+    def __init__(self, depth: int = 2, work: Optional[ScoreBatch] = None) -> None:
         self._work = work
-        self._todo: queue.Queue[Optional[list[PendingFrame]]] = queue.Queue(maxsize=depth)
+        self._todo: queue.Queue[Optional[list[InFlight]]] = queue.Queue(maxsize=depth)
         self._done: queue.Queue[list[Outcome]] = queue.Queue()
         self._lock = threading.Lock()
         self._in_flight = 0  # batches submitted whose outcomes were not taken yet
@@ -172,7 +79,10 @@ class EmbedStage:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def submit(self, batch: list[PendingFrame], timeout_s: Optional[float] = 0.0) -> bool:
+    def serve(self, work: ScoreBatch) -> None:
+        self._work = work
+
+    def submit(self, batch: list[InFlight], timeout_s: Optional[float] = 0.0) -> bool:
         """Hand a batch over; False when the stage stays full for ``timeout_s`` (0: do not wait)."""
         try:
             self._todo.put(batch, block=bool(timeout_s), timeout=timeout_s or None)
@@ -199,6 +109,7 @@ class EmbedStage:
             if batch is None:
                 return
             try:
+                assert self._work is not None, "a batch was submitted before the scorer was served"
                 outcomes = self._work(batch)
             except Exception as e:  # noqa: BLE001 - never lose a batch: each frame becomes a dead letter
                 log.exception("embed stage failed on a batch of %d", len(batch))

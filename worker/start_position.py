@@ -10,7 +10,7 @@ time instead: the first record whose timestamp is at or after it (less
 ``SLACK_S`` for producer clocks a little behind), whenever such a partition is
 assigned, at start-up or at any later rebalance. The loop then commits that
 offset at once, so a later owner of the partition resumes there rather than
-from its own start (worker/partitions.py).
+from its own start (worker/intake.py).
 
 Record timestamps decide (the producer's clock for CreateTime topics, the
 broker's for LogAppendTime). A producer whose clock runs more than ``SLACK_S``
@@ -33,7 +33,9 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
+
+from worker.kafka_port import OffsetLookup, Partition
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +43,6 @@ SLACK_S = 5.0
 RecordAt = Optional[
     tuple[int, int]
 ]  # (offset, timestamp ms) of the first record at or after an offset; None: none
-
-
-class OffsetLookup(Protocol):
-    """What finding a start needs from Kafka, for one partition (worker/kafka_io.py implements it)."""
-
-    def bounds(self, tp: object) -> tuple[int, int]:
-        """(first offset, end offset) of the partition's log."""
-
-    def broker_answer(self, tp: object, timestamp_ms: int) -> Optional[int]:
-        """The broker's offsets_for_times answer; None when it says no record is that recent."""
-
-    def first_at(self, tp: object, offset: int) -> RecordAt:
-        """The first record at ``offset`` or after it."""
-
-    def close(self) -> None:
-        """Release what the lookups held (a consumer of their own)."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +104,8 @@ class StartPosition:
     def __init__(self, start_from: str, started_at: float, slack_s: float = SLACK_S) -> None:
         self.start_from, self.started_at, self.slack_s = start_from, started_at, slack_s
 
-    def find(self, tp: object, lookup: OffsetLookup) -> Start:
-        """:raises KafkaError: the broker could not be asked."""
+    def find(self, tp: Partition, lookup: OffsetLookup) -> Start:
+        """:raises BrokerError: the broker could not be asked."""
         low, high = lookup.bounds(tp)
         if self.start_from == "earliest":
             return Start(low, 0, None)

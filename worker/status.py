@@ -29,7 +29,7 @@ class WorkerStatus:
     lag: Optional[int]
     hold: Optional[str]
     scorer_ready: bool
-    kafka_client: str = ""  # the consumer's class (KafkaConsumer, ConfluentConsumer), "" before it is made
+    kafka_client: str = ""  # the Kafka client (kafka-python, confluent, memory), "" before the consumer is made
     indexes: dict[str, int] = field(default_factory=dict)
     candidates: dict[str, Any] = field(default_factory=dict)
     depths: dict[str, int] = field(default_factory=dict)

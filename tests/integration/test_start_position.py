@@ -93,7 +93,7 @@ def test_frames_published_before_the_start_are_skipped_counted_and_logged(
     cfg = h.worker_config(
         kafka_settings, redis_url, prefix, topics, unique, start_from="latest", kafka_client=client
     )
-    caplog.set_level(logging.INFO, logger="worker.partitions")
+    caplog.set_level(logging.INFO, logger="worker.intake")
     running = h.start_worker(cfg)
     try:
         new = [f for source in sources for f in h.frames(source, 6, start=100)]

@@ -25,7 +25,8 @@ from worker.index_cache import LruBudget, held_bytes
 from worker.indexes import LoadedIndex
 from worker.metrics import CameraIndexMetrics
 from worker.routing import Route, RouteError, Routing
-from worker.scoring import PendingFrame, Scorer
+from worker.inflight import InFlight
+from worker.scoring import Scorer
 
 DIM = 512  # resnet18's, so the default-looking spec is consistent
 SPEC = EmbedderSpec(backbone="resnet18")
@@ -89,7 +90,7 @@ def fallback() -> LoadedIndex:
 
 def score(cameras: CameraIndexes, sources: list[str], routes: tuple[str, ...] = ("cam-*={source}",)) -> list[ScoreRecord]:
     scorer = Scorer(NullExtractor(DIM), Routing.parse("yard", routes), cameras=cameras)
-    frames = [PendingFrame(FrameRecord(f"f{i}", s, i, time.time(), b"", "image/png"), None, "frames", 0, i)
+    frames = [InFlight.decoded(FrameRecord(f"f{i}", s, i, time.time(), b"", "image/png"), None, offset=i)
               for i, s in enumerate(sources)]  # fmt: skip
     return scorer.score(frames, {"yard": fallback()})
 

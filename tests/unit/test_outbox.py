@@ -3,21 +3,25 @@ one probe at a time, an output the broker refuses for good is replaced by its fa
 
 from __future__ import annotations
 
-from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
-
+from worker.kafka_port import BrokerError, SendRefused
 from worker.outbox import Outbox, Output
 
 
 class Future:
-    def __init__(self) -> None:
-        self.is_done = False
-        self.exception: BaseException | None = None
+    """A ``kafka_port.Sent`` the test resolves."""
 
-    def succeeded(self) -> bool:
-        return self.is_done and self.exception is None
+    def __init__(self) -> None:
+        self._done = False
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def error(self) -> BaseException | None:
+        return self._error
 
     def resolve(self, error: BaseException | None = None) -> None:
-        self.is_done, self.exception = True, error
+        self._done, self._error = True, error
 
 
 class Producer:
@@ -27,14 +31,14 @@ class Producer:
         self.sent: list[tuple[str, bytes | None, Future]] = []
         self.refuse: BaseException | None = None
 
-    def send(self, topic, key=None, value=None, headers=None):  # type: ignore[no-untyped-def]
+    def send(self, topic, key, value, headers):  # type: ignore[no-untyped-def]
         if self.refuse is not None:
             raise self.refuse
         fut = Future()
         self.sent.append((topic, value, fut))
         return fut
 
-    def close(self, timeout=None):  # type: ignore[no-untyped-def]
+    def close(self, timeout_s):  # type: ignore[no-untyped-def]
         pass
 
 
@@ -63,7 +67,7 @@ def test_while_failing_nothing_new_is_handed_over_and_one_probe_retries():
     producer, clock = Producer(), Clock()
     box = Outbox(lambda: producer, clock, retry_s=1.0, renew_after_s=1e9)
     box.send(out(b"a", 0))
-    producer.sent[0][2].resolve(KafkaTimeoutError("broker down"))
+    producer.sent[0][2].resolve(BrokerError("broker down"))
     box.collect()
     assert box.failing() is not None
     box.send(out(b"b", 1))
@@ -82,7 +86,7 @@ def test_an_output_refused_for_good_is_replaced_by_its_fallback_not_retried_fore
     producer, clock = Producer(), Clock()
     box = Outbox(lambda: producer, clock)
     small = Output("dlq", None, b"stub", [], None, "dead-letter", "output-refused")
-    producer.refuse = MessageSizeTooLargeError("too big")
+    producer.refuse = SendRefused("too big")
     box.send(out(b"x" * 100, 5, fallback=lambda why: small))
     producer.refuse = None
     box.collect()

@@ -29,7 +29,8 @@ from worker.extract import NullExtractor
 from worker.indexes import LoadedIndex
 from worker.metrics import WorkerMetrics
 from worker.routing import Routing
-from worker.scoring import PendingFrame, Scorer
+from worker.inflight import InFlight
+from worker.scoring import Scorer
 from worker.verdicts import VerdictTally
 
 SPEC = EmbedderSpec("resnet18", "random:0", resize=64, crop=64)
@@ -66,8 +67,8 @@ class Repo:
         return None
 
 
-def frames(n: int, source: str = "cam") -> list[PendingFrame]:
-    return [PendingFrame(FrameRecord(f"f{i}", source, i, time.time(), b"x"), None, "frames", 0, i) for i in range(n)]
+def frames(n: int, source: str = "cam") -> list[InFlight]:
+    return [InFlight.decoded(FrameRecord(f"f{i}", source, i, time.time(), b"x"), None, offset=i) for i in range(n)]
 
 
 def setup(active_threshold: float = 1e9) -> tuple[Scorer, Candidates, Repo, dict[str, LoadedIndex], VerdictTally]:

@@ -15,9 +15,12 @@ from index_store.spec import EmbedderSpec
 from wire.records import FrameRecord
 from worker.extract import NullExtractor
 from worker.indexes import LoadedIndex
+from worker.admission import DecodePool
+from worker.inflight import InFlight
+from worker.kafka_port import Record
 from worker.routing import Routing
-from worker.scoring import PendingFrame, Scorer
-from worker.stages import DecodePool, EmbedStage, score_batch
+from worker.scoring import BatchScorer, Scorer
+from worker.stages import EmbedStage
 
 DIM = 4
 
@@ -53,11 +56,12 @@ def png() -> bytes:
 
 def frames(
     pool: DecodePool, extractor: CheckedExtractor, specs: list[tuple[str, bytes]]
-) -> list[PendingFrame]:
+) -> list[InFlight]:
     out = []
     for i, (source, data) in enumerate(specs):
         record = FrameRecord(f"f{i}", source, i, time.time(), data, "image/png")
-        out.append(PendingFrame(record, pool.submit(extractor.prepare, record), "frames", 0, i))
+        message = Record("frames", 0, i, source.encode(), data)
+        out.append(InFlight(message, record, pool.submit(extractor.prepare, record)))
     return out
 
 
@@ -67,7 +71,8 @@ def test_every_frame_gets_one_outcome_and_bad_ones_become_dead_letters_with_thei
     batch = frames(
         pool, extractor, [("cam", png()), ("cam", b"not an image"), ("nan", png()), ("cam", png())]
     )
-    outcomes = score_batch(scorer, batch, {"idx": loaded_index()})
+    index = {"idx": loaded_index()}
+    outcomes = BatchScorer(scorer, lambda: index)(batch)
     by_offset = {o.frame.offset: o for o in outcomes}
     assert sorted(by_offset) == [0, 1, 2, 3]
     assert by_offset[1].reason == "undecodable" and by_offset[1].record is None
@@ -81,7 +86,7 @@ def test_the_embed_stage_takes_batches_as_room_frees_and_returns_every_outcome()
     pool, extractor = DecodePool(threads=1), CheckedExtractor(DIM)
     scorer = Scorer(extractor, Routing.parse("idx"))
     index = {"idx": loaded_index()}
-    stage = EmbedStage(lambda batch: score_batch(scorer, batch, index), depth=1)
+    stage = EmbedStage(depth=1, work=BatchScorer(scorer, lambda: index))
     submitted = 0
     for _ in range(5):
         if stage.submit(frames(pool, extractor, [("cam", png())] * 2), timeout_s=10):
