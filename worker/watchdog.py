@@ -104,6 +104,7 @@ class WatchdogThread:
         self.watchdog, self.exit_after_s = watchdog, exit_after_s
         self.on_trip, self.give_up, self.every_s = on_trip, give_up, every_s
         self.current: Optional[Stall] = None
+        self._gave_up = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
 
@@ -115,16 +116,20 @@ class WatchdogThread:
         self._stop.set()
 
     def _run(self) -> None:
-        gave_up = False
         while not self._stop.wait(self.every_s):
-            stall = self.watchdog.check()
-            if stall is not None and (self.current is None or stall.reason != self.current.reason):
-                log.error("watchdog: %s", stall.detail)
-                self.on_trip(stall)
-            elif stall is None and self.current is not None:
-                log.info("watchdog: progress again")
-            self.current = stall
-            if stall is not None and not gave_up and self.watchdog.clock() - stall.since > self.exit_after_s:
-                log.critical("watchdog: stalled for over %.0fs (%s): giving up", self.exit_after_s, stall.detail)
-                gave_up = True
-                self.give_up(stall)
+            self.tick()
+
+    def tick(self) -> Optional[Stall]:
+        """One check (the thread makes one every ``every_s``; tests with an injected clock call it)."""
+        stall = self.watchdog.check()
+        if stall is not None and (self.current is None or stall.reason != self.current.reason):
+            log.error("watchdog: %s", stall.detail)
+            self.on_trip(stall)
+        elif stall is None and self.current is not None:
+            log.info("watchdog: progress again")
+        self.current = stall
+        if stall is not None and not self._gave_up and self.watchdog.clock() - stall.since > self.exit_after_s:
+            log.critical("watchdog: stalled for over %.0fs (%s): giving up", self.exit_after_s, stall.detail)
+            self._gave_up = True
+            self.give_up(stall)
+        return stall
