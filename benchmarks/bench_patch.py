@@ -76,7 +76,7 @@ def main() -> None:
         c = 10 if kind == "global" else 1000
         for cfg in (fitting.FitConfig(), fitting.FitConfig(clusters=c), fitting.FitConfig(coreset=c)):
             index = fitting.build(train, cfg)
-            meta = IndexMeta("bench", index.kind, index.k, index.dim, index.size, emb.spec.to_dict(),
+            meta = IndexMeta("bench", index.memory, index.k, index.dim, index.size, emb.spec.to_dict(),
                              origins=[f"f{i}" for i in range(index.size)])  # fmt: skip
             loaded = LoadedIndex(meta, index)
             search = float("inf")
@@ -85,8 +85,7 @@ def main() -> None:
                 for f in feats[kind]:
                     score_frames(loaded, f, [(640, 480)] * len(f))
                 search = min(search, time.perf_counter() - t0)
-            name = {"exact": "exact", "kmeans": f"C={c}", "coreset": f"coreset={c}"}[cfg.kind]
-            print(f"{kind:<8}{name:<14}{index.size:>9}{1000 * best[kind] / n:>10.1f}{1000 * search / n:>15.2f}"
+            print(f"{kind:<8}{cfg.label:<14}{index.size:>9}{1000 * best[kind] / n:>10.1f}{1000 * search / n:>15.2f}"
                   f"{1000 * (best[kind] + search) / n:>16.1f}")  # fmt: skip
 
 

@@ -73,9 +73,7 @@ class Method:
 
     @property
     def name(self) -> str:
-        if self.coreset:
-            return f"coreset={self.coreset}"
-        return "exact" if not self.clusters else f"C={self.clusters}"
+        return self.config().label
 
     def config(self, seed: int = 0) -> fitting.FitConfig:
         return fitting.FitConfig(

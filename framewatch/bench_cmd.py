@@ -53,6 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     flags.add_runtime_flags(p, many=True)
     from index_store.openvino_runtime import WORKER_OV_STREAMS
+    from index_store.registry import FEATURES
 
     p.add_argument("--ov-streams", type=lambda v: [int(x) for x in v.split(",")], default=[WORKER_OV_STREAMS],
                    help="OpenVINO inference streams a batch is split over, comma-separated to compare (default "
@@ -70,7 +71,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="length of the latency run (default 30; --short 10)",
     )
     p.add_argument("--json", default=None, metavar="FILE", help="write the figures here")
-    p.add_argument("--kind", choices=("global", "patch"), default="global", help="index kind to measure")
+    p.add_argument("--kind", "--features", dest="kind", choices=FEATURES, default="global", help="features to measure")
     from framewatch import geometry_flags
 
     geometry_flags.add_geometry_flags(p)  # --view, --tiles: what each geometry costs (README, "Cost")

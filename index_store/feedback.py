@@ -4,29 +4,36 @@ Only explicit marks count: nothing here reads the stream, so a persistent fault
 can never teach itself to be normal. Each version records how many marked
 frames it absorbed, which ones, and from whom (``IndexMeta.feedback``).
 
-How each kind absorbs marked embeddings (one absorber per kind, in ``ABSORBERS``;
+How an index absorbs marked embeddings depends on its features (global or patch)
+and its memory kind (``memories.py``: exact, kmeans or coreset); every memory
+kind absorbs them (``absorb_global``, its rule from the kind's ``Memory`` entry;
 patch indexes first go through ``patch_rows``):
 
-- ``exact``: the embeddings are appended, each ``k`` times. DN2 scores a frame by
-  the mean distance to its k nearest normals, so a single copy of an isolated
-  frame only divides its score by k and can leave it above the threshold; k
-  copies make the marked appearance itself score 0 and its near-duplicates score
-  by their distance to it, which is what "this was normal" means. The
-  threshold is recalibrated: leave-one-out scores of the fitted training vectors
-  against the new set, at the version's target false-alarm rate. The marked
-  frames themselves are left out of the calibration: they were flagged because
-  they are far from everything else, and a quantile over them would raise the
-  threshold for every other frame.
-- ``kmeans``: assignment to new centres, not a refit. A k-means version stores
-  only its C centres, not the training embeddings a refit needs; and a false
-  alarm is by definition far from every centre, so moving the nearest centre
-  towards it would drag that centre off the normals it summarises (raising
-  their scores) and still leave the marked frame far. Each marked frame becomes
-  k centres of its own; the other centres are untouched, so no other frame's
-  score can rise. The threshold cannot be recalibrated without training
-  embeddings; it is kept, and since scores can only fall, the previous
-  calibration's false-alarm rate remains an upper bound (recorded in the
-  version's calibration).
+- every global memory: each marked embedding is held, ``k`` times. DN2 scores
+  a frame by the mean distance to its k nearest normals, so a single copy of an
+  isolated frame only divides its score by k and can leave it above the
+  threshold; k copies make the marked appearance itself score 0 and its
+  near-duplicates score by their distance to it, which is what "this was
+  normal" means. No held vector moves and none is dropped, so no other
+  frame's score can rise.
+- ``exact`` (a memory that holds its training set, ``Memory.holds_training_set``):
+  the threshold is recalibrated: leave-one-out scores of the fitted training
+  vectors against the new set, at the version's target false-alarm rate. The
+  marked frames themselves are left out of the calibration: they were flagged
+  because they are far from everything else, and a quantile over them would
+  raise the threshold for every other frame.
+- ``kmeans``: the marked frames become centres of their own, not a refit. A
+  k-means version stores only its C centres, not the training embeddings a
+  refit needs; and a false alarm is by definition far from every centre, so
+  moving the nearest centre towards it would drag that centre off the normals
+  it summarises (raising their scores) and still leave the marked frame far.
+  The threshold cannot be recalibrated without training embeddings; it is kept,
+  and since scores can only fall, the previous calibration's false-alarm rate
+  remains an upper bound (recorded in the version's calibration).
+- ``coreset``: the marked frames are added to the kept training vectors. Its
+  vectors are the training embeddings farthest apart, whose leave-one-out
+  scores are not those of unseen normals, so the threshold is kept, as for
+  k-means.
 - positional memories (global tiles, ``--position-radius``; index_store/positional.py): each
   marked frame's grid is added at its own cells, k copies each, so every cell of
   the marked frame then scores 0 against its own position and nothing else can
@@ -58,11 +65,12 @@ import numpy as np
 from index_store import knn
 from index_store.errors import IndexStoreError
 from index_store.fitting import score_sketch, threshold_at
+from index_store.memories import MEMORIES, unknown
 from index_store.repository import IndexMeta, IndexRepository
 
 
 class FeedbackError(IndexStoreError):
-    """Marked frames cannot be absorbed (no marks, wrong dimension, an index kind without an absorber)."""
+    """Marked frames cannot be absorbed (no marks, a wrong dimension or grid, an unknown memory kind)."""
 
 
 @dataclass(frozen=True)
@@ -82,21 +90,23 @@ class Absorbed:
     method: str
 
 
-Absorber = Callable[[IndexMeta, knn.KnnIndex, np.ndarray], Absorbed]
-
-
 def _fit_vectors(meta: IndexMeta) -> int:
     """How many leading vectors of this version came from the fit (the rest are marked frames)."""
     return int(meta.feedback.get("n_fit_vectors", meta.n_vectors))
 
 
-def absorb_exact(meta: IndexMeta, index: knn.KnnIndex, emb: np.ndarray) -> Absorbed:
+def absorb_global(meta: IndexMeta, index: knn.KnnIndex, emb: np.ndarray) -> Absorbed:
+    """Marked global embeddings held k times each, by the index's memory kind's rule (module docstring)."""
+    memory = MEMORIES[index.memory]
     vectors = np.concatenate([index.vectors, np.repeat(emb, index.k, axis=0)])
-    new = knn.KnnIndex("exact", index.k, vectors)
+    new = knn.KnnIndex(index.memory, index.k, vectors)
+    if not memory.holds_training_set:
+        calibration = {**meta.calibration, "threshold_kept": memory.threshold_kept}
+        return Absorbed(new, meta.threshold, calibration, memory.feedback_method)
     base = index.vectors[: _fit_vectors(meta)]
     target = float(meta.calibration.get("target_fpr", 0.01))
     if len(base) < 2:
-        return Absorbed(new, meta.threshold, dict(meta.calibration), "append")
+        return Absorbed(new, meta.threshold, dict(meta.calibration), memory.feedback_method)
     loo = knn.knn_sqdist(vectors, base, index.k + 1)[:, 1:].mean(axis=1)  # drop each vector itself
     threshold = threshold_at(loo, target)
     calibration = {
@@ -109,20 +119,9 @@ def absorb_exact(meta: IndexMeta, index: knn.KnnIndex, emb: np.ndarray) -> Absor
         "previous_threshold": meta.threshold,
         "previous_method": meta.calibration.get("method", "given"),
     }
-    return Absorbed(new, threshold, calibration, "append")
+    return Absorbed(new, threshold, calibration, memory.feedback_method)
 
 
-def absorb_kmeans(meta: IndexMeta, index: knn.KnnIndex, emb: np.ndarray) -> Absorbed:
-    vectors = np.concatenate([index.vectors, np.repeat(emb, index.k, axis=0)])
-    calibration = {
-        **meta.calibration,
-        "threshold_kept": "k-means versions store no training embeddings to recalibrate on; "
-        "added centres only lower scores, so the previous false-alarm rate is an upper bound",
-    }
-    return Absorbed(knn.KnnIndex("kmeans", index.k, vectors), meta.threshold, calibration, "new-centres")
-
-
-ABSORBERS: dict[str, Absorber] = {"exact": absorb_exact, "kmeans": absorb_kmeans}
 PATCH_HOT = 0.9  # cells of a marked frame scoring over this fraction of the threshold are taught
 PATCH_COVER = 0.5  # each taught cell ends within this fraction of the threshold of a kept one
 
@@ -157,7 +156,7 @@ def absorb_patch(meta: IndexMeta, index: knn.KnnIndex, rows: np.ndarray) -> Abso
         "threshold_kept": "patch thresholds are calibrated on frame scores (the worst cell); added "
         "patches only lower scores, so the previous false-alarm rate is an upper bound",
     }
-    return Absorbed(knn.KnnIndex(index.kind, index.k, vectors), meta.threshold, calibration, "patch-coreset")
+    return Absorbed(knn.KnnIndex(index.memory, index.k, vectors), meta.threshold, calibration, "patch-coreset")
 
 
 def absorb_positional(meta: IndexMeta, index: Any, grids: np.ndarray) -> Absorbed:
@@ -174,7 +173,7 @@ def absorb_positional(meta: IndexMeta, index: Any, grids: np.ndarray) -> Absorbe
     if index.rows is not None or not meta.embedder_spec.is_patch:
         rows = index.rows if index.rows is not None else np.broadcast_to(np.arange(m, dtype=np.int32), (h, w, m))
         rows = np.concatenate([rows, np.full(added.shape[:3], -1, np.int32)], axis=2)  # marked frames: none
-    memory = PositionalMemory(index.kind, index.k, index.radius, np.concatenate([index.vectors, added], axis=2), rows)
+    memory = PositionalMemory(index.memory, index.k, index.radius, np.concatenate([index.vectors, added], axis=2), rows)
     calibration = {**meta.calibration, "threshold_kept": "marked frames only lower scores at their own cells"}
     return Absorbed(memory, meta.threshold, calibration, "positional-append")
 
@@ -186,6 +185,8 @@ def absorb(
     """The next version's metadata (version 0: set on publish) and index, with ``marks`` absorbed."""
     if not marks or len(marks) != len(embeddings):
         raise FeedbackError(f"{len(embeddings)} embeddings for {len(marks)} marked frames")
+    if meta.kind not in MEMORIES:
+        raise FeedbackError(f"index {meta.name!r}: {unknown(meta.kind)}")
     if hasattr(index, "search_grid"):
         out = absorb_positional(meta, index, embeddings)
         return _next_version(meta, out, marks, index.k, clock), out.index  # type: ignore[return-value]
@@ -195,12 +196,7 @@ def absorb(
         raise FeedbackError(
             f"marked frames embed to dimension {emb.shape[1]}, index {meta.name!r} has {index.dim}"
         )
-    absorber = absorb_patch if is_patch else ABSORBERS.get(meta.kind)
-    if absorber is None:
-        raise FeedbackError(
-            f"index {meta.name!r} is a {meta.kind} index: feedback for it is not implemented yet"
-        )
-    out = absorber(meta, index, emb)
+    out = (absorb_patch if is_patch else absorb_global)(meta, index, emb)
     return _next_version(meta, out, marks, index.k, clock), out.index
 
 

@@ -1,12 +1,14 @@
-"""Fit an index from training embeddings: clean, build (exact, k-means or coreset), calibrate a threshold.
+"""Fit an index from training embeddings: clean, build its memory (exact, k-means or coreset), calibrate a threshold.
 
 Arrays in, arrays out. Global embeddings are (N, D); patch features are
 (N, h, w, D), and the index then holds the memory of normal patches (every
 location of every kept image, compressed by k-means or a coreset).
 Calibration sets the threshold at the (1 - target_fpr) quantile of scores of
 normal images the index has not seen: a held-out set when given, otherwise
-leave-one-out on the training set (exact global) or a 20% split of the images
-(k-means, whose centres have seen every training point, and every patch index).
+leave-one-out on the training set (a memory that holds the training set itself,
+``Memory.holds_training_set``: exact; global features) or a 20% split of the images
+(k-means centres and coresets, whose selection has seen every training point, and
+every patch index).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from index_store import anomaly_maps, knn
 from index_store.errors import IndexStoreError
+from index_store.memories import MEMORIES
 from index_store.spec import PATCH_DEFAULT_CLUSTERS, EmbedderSpec
 
 __all__ = ["PATCH_DEFAULT_CLUSTERS", "Calibration", "FitConfig", "FitError", "build", "fit", "kept_rows", "score",
@@ -51,10 +54,21 @@ class FitConfig:
             raise FitError("; ".join(problems))
 
     @property
-    def kind(self) -> str:
-        if self.coreset:
-            return "coreset"
-        return "exact" if not self.clusters else "kmeans"
+    def memory(self) -> str:
+        """The memory kind (memories.py): the sized one whose option is given, else the one that is not sized."""
+        given = [m.name for m in MEMORIES.values() if m.size_option and getattr(self, m.size_option)]
+        return given[0] if given else next(m.name for m in MEMORIES.values() if not m.size_option)
+
+    @property
+    def size(self) -> int:
+        """C of the sized memory (0: a memory that keeps every vector)."""
+        option = MEMORIES[self.memory].size_option
+        return int(getattr(self, option) or 0) if option else 0
+
+    @property
+    def label(self) -> str:
+        """The method's name in reports: exact, C=10 (k-means), coreset=1000."""
+        return MEMORIES[self.memory].label.format(size=self.size)
 
 
 class FitError(IndexStoreError):
@@ -119,18 +133,11 @@ def build(train: np.ndarray, cfg: FitConfig, spec: Optional[EmbedderSpec] = None
         from index_store.positional import build_positional
 
         radius = spec.position_radius if spec.is_patch else 0
-        per_cell = cfg.clusters or cfg.coreset or 0
-        return build_positional(train, radius, kind=cfg.kind, per_cell=per_cell, k=cfg.k, seed=cfg.seed,
+        return build_positional(train, radius, cfg.memory, per_cell=cfg.size, k=cfg.k, seed=cfg.seed,
                                 frames=not spec.is_patch)  # fmt: skip
     if train.ndim == 4:
         train = train.reshape(-1, train.shape[-1])
-    if cfg.kind == "exact":
-        return knn.build_exact(train, cfg.k)
-    if cfg.kind == "coreset":
-        assert cfg.coreset is not None
-        return knn.build_coreset(train, cfg.coreset, cfg.k, seed=cfg.seed)
-    assert cfg.clusters is not None
-    return knn.build_kmeans(train, cfg.clusters, cfg.k, seed=cfg.seed)
+    return knn.build(cfg.memory, train, cfg.size, cfg.k, cfg.seed)
 
 
 def score(index: Any, feats: np.ndarray, spec: Optional[EmbedderSpec] = None) -> np.ndarray:
@@ -158,7 +165,7 @@ def fit(
     index = build(clean_train, cfg, spec)
     if holdout is not None and len(holdout):
         cal = _calibration(score(index, holdout, spec), "holdout", cfg.target_fpr)
-    elif cfg.kind == "exact" and train.ndim == 2:
+    elif MEMORIES[cfg.memory].holds_training_set and train.ndim == 2:
         cal = _calibration(knn.leave_one_out_scores(clean_train, cfg.k), "leave-one-out", cfg.target_fpr)
     else:
         cal = _calibration(_split_scores(clean_train, cfg, spec), "split", cfg.target_fpr)

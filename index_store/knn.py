@@ -1,12 +1,12 @@
-"""The DN2 kNN index: exact (faiss flat), against C k-means centres, or against a coreset.
+"""The DN2 kNN index over one memory of normal vectors: exact (faiss flat), C k-means centres, or a coreset.
 
-Scoring rules (distances are squared Euclidean, as in DN2):
+Scoring rules (distances are squared Euclidean, as in DN2), one per memory kind (``memories.py``):
   - exact:   d(y) = mean over the k nearest training embeddings of ||y - x||^2
   - kmeans:  d(y) = sum over the k nearest of the C centres of ||y - c||^2
     (the paper's k-means approximation; with C = N it ranks exactly as exact).
   - coreset: as exact, against C training embeddings chosen by greedy
     farthest-point subsampling (PatchCore's memory compression).
-The same index holds global embeddings (one per frame) or patch features (one
+The same index holds global features (one vector per frame) or patch features (one
 per grid location; ``anomaly_maps.py`` turns their scores into maps).
 ``KnnIndex`` searches with faiss on the CPU; ``device_knn.py`` searches the same
 vectors on a torch device. Both are ``Searcher``s and both turn distances into
@@ -22,7 +22,7 @@ from typing import Protocol
 import faiss
 import numpy as np
 
-KINDS = ("exact", "kmeans", "coreset")
+from index_store.memories import MEMORIES, unknown
 
 
 class Searcher(Protocol):
@@ -39,11 +39,10 @@ def as_f32(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def scores_from_sqdist(kind: str, sqdist: np.ndarray) -> np.ndarray:
-    """(N, k) squared distances to the k nearest, nearest first -> (N,) float32 scores by the kind's rule:
-    each distance clamped at 0 (float rounding can make it negative), then summed (kmeans) or averaged."""
-    sqdist = np.maximum(sqdist, 0.0)
-    return (sqdist.sum(axis=1) if kind == "kmeans" else sqdist.mean(axis=1)).astype(np.float32)
+def scores_from_sqdist(memory: str, sqdist: np.ndarray) -> np.ndarray:
+    """(N, k) squared distances to the k nearest, nearest first -> (N,) float32 scores by the memory's rule
+    (``Memory.reduce``), each distance clamped at 0 first (float rounding can make it negative)."""
+    return MEMORIES[memory].reduce(np.maximum(sqdist, 0.0)).astype(np.float32)
 
 
 def group_score(searcher: Searcher, embeddings: np.ndarray) -> float:
@@ -70,15 +69,16 @@ def knn_ids(base: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class KnnIndex:
-    """A fitted index. ``vectors`` are the training embeddings (exact) or the centres (kmeans)."""
+    """A fitted index. ``vectors``: what its memory kind holds (``memories.py``): the training embeddings
+    (exact), the centres (kmeans) or the kept training embeddings (coreset)."""
 
-    kind: str
+    memory: str
     k: int
     vectors: np.ndarray  # (M, D) float32
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"index kind must be one of {KINDS}, not {self.kind!r}")
+        if self.memory not in MEMORIES:
+            raise ValueError(unknown(self.memory))
         if self.k < 1:
             raise ValueError("k must be at least 1")
         object.__setattr__(self, "vectors", as_f32(self.vectors))
@@ -112,57 +112,33 @@ class KnnIndex:
         if q.shape[0] == 0:
             return np.zeros(0, dtype=np.float32), np.zeros((0, self.k), dtype=np.int64)
         dist, ids = self._index().search(q, min(self.k, self.size))
-        return scores_from_sqdist(self.kind, dist), ids
+        return scores_from_sqdist(self.memory, dist), ids
 
     def score_window(self, embeddings: np.ndarray) -> float:
         """Group anomaly score of a set of frames (see ``group_score``)."""
         return group_score(self, embeddings)
 
 
+def build(memory: str, train: np.ndarray, size: int = 0, k: int = 2, seed: int = 0) -> KnnIndex:
+    """The ``memory`` kind's index over (N, D) ``train``; ``size``: C for a sized memory (centres, kept rows)."""
+    if memory not in MEMORIES:
+        raise ValueError(unknown(memory))
+    return KnnIndex(memory, k, MEMORIES[memory].select(as_f32(train), size, seed))
+
+
 def build_exact(train: np.ndarray, k: int = 2) -> KnnIndex:
-    return KnnIndex("exact", k, as_f32(train))
+    return build("exact", train, 0, k)
 
 
-def build_kmeans(train: np.ndarray, clusters: int, k: int = 2, seed: int = 0, niter: int = 25) -> KnnIndex:
+def build_kmeans(train: np.ndarray, clusters: int, k: int = 2, seed: int = 0) -> KnnIndex:
     """Cluster all training embeddings into ``clusters`` centres (faiss k-means)."""
-    train = as_f32(train)
-    if clusters >= train.shape[0]:
-        return KnnIndex("kmeans", k, train.copy())
-    km = faiss.Kmeans(
-        train.shape[1], clusters, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1
-    )
-    km.train(train)
-    return KnnIndex("kmeans", k, km.centroids)
+    return build("kmeans", train, clusters, k, seed)
 
 
-def build_coreset(train: np.ndarray, size: int, k: int = 2, seed: int = 0, sketch_dim: int = 128) -> KnnIndex:
-    """Keep ``size`` training vectors chosen by greedy farthest-point (k-center) selection.
-
-    Distances for the selection are measured after a seeded random projection to
-    ``sketch_dim`` dims (as PatchCore does, for speed); the kept vectors are the
-    original ones.
-    """
-    train = as_f32(train)
-    return KnnIndex("coreset", k, train[coreset_rows(train, size, seed, sketch_dim)])
-
-
-def coreset_rows(train: np.ndarray, size: int, seed: int = 0, sketch_dim: int = 128) -> np.ndarray:
-    """Sorted row numbers of a greedy k-center coreset of ``size`` rows."""
-    n, d = train.shape
-    if size >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    sketch = train
-    if d > sketch_dim:
-        sketch = train @ (rng.standard_normal((d, sketch_dim)).astype(np.float32) / np.sqrt(sketch_dim))
-    sq = np.einsum("ij,ij->i", sketch, sketch)
-    chosen = [int(rng.integers(n))]
-    nearest = np.full(n, np.inf, dtype=np.float32)
-    for _ in range(size - 1):
-        c = chosen[-1]
-        np.minimum(nearest, sq - 2.0 * (sketch @ sketch[c]) + sq[c], out=nearest)
-        chosen.append(int(np.argmax(nearest)))
-    return np.sort(np.asarray(chosen))
+def build_coreset(train: np.ndarray, size: int, k: int = 2, seed: int = 0) -> KnnIndex:
+    """Keep ``size`` training vectors chosen by greedy farthest-point (k-center) selection
+    (``selection.coreset_rows``: measured on a seeded random projection, as PatchCore does)."""
+    return build("coreset", train, size, k, seed)
 
 
 def leave_one_out_scores(train: np.ndarray, k: int = 2) -> np.ndarray:

@@ -21,7 +21,7 @@ class IndexMeta:
     """What a worker needs to know about an index version besides its vectors."""
 
     name: str
-    kind: str
+    kind: str  # the memory kind (memories.py: exact | kmeans | coreset); the features are spec["kind"]
     k: int
     dim: int
     n_vectors: int

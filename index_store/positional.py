@@ -50,7 +50,8 @@ import faiss
 import numpy as np
 
 from index_store.errors import IndexStoreError
-from index_store.knn import KINDS, scores_from_sqdist
+from index_store.knn import scores_from_sqdist
+from index_store.memories import MEMORIES, unknown
 
 FORMAT = "positional/1"
 WORK_BYTES = 256 << 20  # scratch per search step (queries gathered for a window, and their distances)
@@ -80,7 +81,7 @@ class PositionalMemory:
     """Per-cell memory of normal patches. ``vectors``: (h, w, M, D) float32 given; held as a view of
     the search layout (one copy: per cell, the D x M vectors over their M squared norms)."""
 
-    kind: str
+    memory: str  # memories.py; stored as the layout's "kind"
     k: int
     radius: int
     vectors: np.ndarray = field(repr=False)
@@ -92,8 +93,8 @@ class PositionalMemory:
     _flat: Optional[faiss.IndexFlatL2] = field(init=False, repr=False, default=None)  # location-free search
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise PositionalError(f"memory kind must be one of {KINDS}, not {self.kind!r}")
+        if self.memory not in MEMORIES:
+            raise PositionalError(unknown(self.memory))
         if self.k < 1:
             raise PositionalError(f"k must be at least 1 (got {self.k})")
         if self.radius < 0:
@@ -175,7 +176,7 @@ class PositionalMemory:
                 cand = self._window_sqdist(chunk, offsets[o0 : o0 + group], kk)
                 top = _k_smallest(np.concatenate([top, cand], axis=-1), kk)
             best[f0 : f0 + frames] = top
-        return scores_from_sqdist(self.kind, best.reshape(-1, kk)).reshape(n, h, w)
+        return scores_from_sqdist(self.memory, best.reshape(-1, kk)).reshape(n, h, w)
 
     def search(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``knn.Searcher`` form: (n*h*w, D) rows, whole grids in row-major order -> (N,) scores and
@@ -267,7 +268,7 @@ class PositionalMemory:
             object.__setattr__(self, "_flat", idx)
         n, h, w, d = q.shape
         dist, _ = idx.search(q.reshape(-1, d), self.k_used)
-        return scores_from_sqdist(self.kind, dist).reshape(n, h, w)
+        return scores_from_sqdist(self.memory, dist).reshape(n, h, w)
 
     # ------------------------------------------------------------------ storage
 
@@ -277,7 +278,7 @@ class PositionalMemory:
         vectors = np.ascontiguousarray(self.vectors).reshape(-1, self.dim)
         meta = {
             "format": FORMAT,
-            "kind": self.kind,
+            "kind": self.memory,
             "k": self.k,
             "radius": self.radius,
             "grid": [h, w],
@@ -296,7 +297,7 @@ class PositionalMemory:
         try:
             h, w = (int(x) for x in meta["grid"])
             m, d = int(meta["per_cell"]), int(meta["dim"])
-            kind, k, radius = str(meta["kind"]), int(meta["k"]), int(meta["radius"])
+            memory, k, radius = str(meta["kind"]), int(meta["k"]), int(meta["radius"])
         except (KeyError, TypeError, ValueError) as e:
             raise PositionalError(f"positional memory description is incomplete: {e}") from e
         v = np.asarray(vectors)
@@ -309,7 +310,7 @@ class PositionalMemory:
             if not isinstance(rows, list) or len(rows) != h * w * m or not all(type(r) is int for r in rows):
                 raise PositionalError(f"positional memory rows are not {h * w * m} integers")
             rows = np.asarray(rows, dtype=np.int64).reshape(h, w, m)
-        return cls(kind, k, radius, v.reshape(h, w, m, d), rows)
+        return cls(memory, k, radius, v.reshape(h, w, m, d), rows)
 
 
 def _k_smallest(x: np.ndarray, k: int) -> np.ndarray:
@@ -324,83 +325,30 @@ def _k_smallest(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def build_positional(
-    train: np.ndarray, radius: int, kind: str = "exact", per_cell: int = 0, k: int = 2, seed: int = 0,
+    train: np.ndarray, radius: int, memory: str = "exact", per_cell: int = 0, k: int = 2, seed: int = 0,
     frames: bool = True,
 ) -> PositionalMemory:
-    """Memory over ``train`` (T, h, w, D) patch grids. ``per_cell``: vectors kept per cell for kmeans
-    and coreset (at least 1; at T or more every training vector is kept); 0 for exact. ``frames``: keep
-    which training frame each compressed vector stands for (``rows``; global regions and tiles name their
-    nearest normal frames; a patch grid has hundreds of cells and names none)."""
+    """Memory over ``train`` (T, h, w, D) patch grids, each cell built by the memory kind's
+    ``select_per_cell`` (memories.py). ``per_cell``: vectors kept per cell by a sized memory (at least 1;
+    at T or more every training vector is kept); 0 for exact. ``frames``: keep which training frame each
+    compressed vector stands for (``rows``; global regions and tiles name their nearest normal frames; a
+    patch grid has hundreds of cells and names none)."""
     x = np.asarray(train)
     if x.ndim != 4 or 0 in x.shape:
         raise PositionalError(
             f"training patch features must be a non-empty (T, h, w, D) array, got {x.shape}"
         )
-    if kind not in KINDS:
-        raise PositionalError(f"memory kind must be one of {KINDS}, not {kind!r}")
-    if kind == "exact" and per_cell:
-        raise PositionalError("per_cell compresses kmeans and coreset memories; exact keeps every vector")
-    if kind != "exact" and per_cell < 1:
-        raise PositionalError(f"a {kind} memory needs per_cell of at least 1 (got {per_cell})")
+    if memory not in MEMORIES:
+        raise PositionalError(unknown(memory))
+    sized = MEMORIES[memory].size_option is not None
+    if not sized and per_cell:
+        raise PositionalError(f"per_cell compresses a sized memory; {memory} keeps every vector")
+    if sized and per_cell < 1:
+        raise PositionalError(f"a {memory} memory needs per_cell of at least 1 (got {per_cell})")
     cells = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(1, 2, 0, 3))  # (h, w, T, D)
     h, w, t, d = cells.shape
-    flat = cells.reshape(h * w, t, d)
-    rows = None  # exact: each cell holds the training frames in order
     with one_blas_thread():
-        if kind == "coreset" and per_cell < t:
-            chosen = coreset_rows_per_cell(flat, per_cell, seed)
-            flat, rows = np.take_along_axis(flat, chosen[:, :, None], axis=1), chosen if frames else None
-        elif kind == "kmeans" and per_cell < t:
-            centres = kmeans_per_cell(flat, per_cell, seed)
-            rows = nearest_training_rows(flat, centres) if frames else None
-            flat = centres
+        flat, rows = MEMORIES[memory].select_per_cell(cells.reshape(h * w, t, d), per_cell, seed, frames)
     if rows is not None:
         rows = rows.reshape(h, w, -1)
-    return PositionalMemory(kind, k, radius, flat.reshape(h, w, -1, d), rows)
-
-
-def nearest_training_rows(train: np.ndarray, held: np.ndarray) -> np.ndarray:
-    """(P, T, D) training vectors per cell, (P, M, D) held ones -> (P, M): the training row nearest each."""
-    sq = np.einsum("ptd,ptd->pt", train, train)
-    d = sq[:, None, :] - 2.0 * np.einsum("pmd,ptd->pmt", held, train)
-    return np.argmin(d, axis=-1)
-
-
-def coreset_rows_per_cell(x: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """(P, T, D) -> (P, size) sorted rows of a greedy k-center coreset in each of the P cells,
-    all cells at once (the start row of each cell is drawn from ``default_rng(seed)``)."""
-    p, t, _ = x.shape
-    rng = np.random.default_rng(seed)
-    sq = np.einsum("ptd,ptd->pt", x, x)
-    cells = np.arange(p)
-    chosen = np.empty((p, size), np.int64)
-    chosen[:, 0] = rng.integers(t, size=p)
-    nearest = np.full((p, t), np.inf, np.float32)
-    for i in range(1, size):
-        c = chosen[:, i - 1]
-        last = x[cells, c]  # (P, D)
-        dist = sq - 2.0 * np.einsum("ptd,pd->pt", x, last) + sq[cells, c][:, None]
-        np.minimum(nearest, dist, out=nearest)
-        nearest[cells, c] = -np.inf  # never pick a row twice (ties at 0 with duplicates)
-        chosen[:, i] = np.argmax(nearest, axis=1)
-    return np.sort(chosen, axis=1)
-
-
-def kmeans_per_cell(x: np.ndarray, clusters: int, seed: int = 0, niter: int = 20) -> np.ndarray:
-    """(P, T, D) -> (P, clusters, D): Lloyd's k-means in each cell, all cells at once, started from
-    the per-cell coreset (deterministic); an emptied cluster keeps its previous centre."""
-    cells = np.arange(x.shape[0])[:, None]
-    centres = x[cells, coreset_rows_per_cell(x, clusters, seed)]  # (P, C, D)
-    assign: Optional[np.ndarray] = None
-    for _ in range(niter):
-        cn = np.einsum("pcd,pcd->pc", centres, centres)
-        new = np.argmin(cn[:, None, :] - 2.0 * np.matmul(x, centres.transpose(0, 2, 1)), axis=2)  # (P, T)
-        if assign is not None and np.array_equal(new, assign):
-            break
-        assign = new
-        onehot = (assign[:, :, None] == np.arange(clusters)).astype(np.float32)  # (P, T, C)
-        counts = onehot.sum(axis=1)  # (P, C)
-        sums = np.matmul(onehot.transpose(0, 2, 1), x)  # (P, C, D)
-        filled = counts > 0
-        centres = np.where(filled[:, :, None], sums / np.maximum(counts, 1)[:, :, None], centres)
-    return np.ascontiguousarray(centres, dtype=np.float32)
+    return PositionalMemory(memory, k, radius, flat.reshape(h, w, -1, d), rows)

@@ -2,7 +2,7 @@
 
 Pure data (no torch), so specs can be checked without building a model.
 A tap is a module inside the built network whose output is a feature map at a
-known stride; the patch kind takes its features from the stride-8 and
+known stride; patch features are taken from the stride-8 and
 stride-16 taps (SPADE / PatchCore use ResNet ``layer2`` and ``layer3``).
 """
 
@@ -18,7 +18,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
 LITE_STD = (128 / 255, 128 / 255, 128 / 255)
 
-KINDS = ("global", "patch")
+# The features an index is built on (the spec's ``kind`` field): one vector per frame, or one per location.
+# Not to be confused with its memory kind (exact, kmeans, coreset: memories.py).
+FEATURES = ("global", "patch")
 
 
 @dataclass(frozen=True)

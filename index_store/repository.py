@@ -105,7 +105,7 @@ class IndexRepository:
             wrote all or nothing, so the active version is unchanged (a version number may be used up).
         """
         vectors, layout = index.to_arrays() if hasattr(index, "to_arrays") else (index.vectors, {})
-        check_index(replace(meta, n_vectors=len(vectors)), index.kind, vectors)
+        check_index(replace(meta, n_vectors=len(vectors)), index.memory, vectors)
         weights = _blob_chunks(meta, adapted, ADAPTED)
         int8 = _blob_chunks(meta, quantized, QUANTIZED)
         try:

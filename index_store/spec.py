@@ -2,7 +2,7 @@
 
 Stored with every index version, so a worker embeds frames the same way the
 index was built, and refuses an index whose spec it cannot reproduce. The
-spec names the index kind: ``global`` (one pooled vector per frame, DN2) or
+spec names the index's features (its ``kind`` field): ``global`` (one pooled vector per frame, DN2) or
 ``patch`` (a grid of local features from the backbone's stride-8 and
 stride-16 taps, SPADE / PatchCore), with the layers and the seed of the
 optional random projection.
@@ -18,7 +18,7 @@ from typing import Any
 
 from index_store import geometry
 from index_store.errors import SpecMismatch
-from index_store.registry import IMAGENET_MEAN, IMAGENET_STD, KINDS, LITE_MEAN, LITE_STD, backbone
+from index_store.registry import FEATURES, IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD, backbone
 
 __all__ = ["EmbedderSpec", "default_spec", "IMAGENET_MEAN", "IMAGENET_STD", "LITE_MEAN", "LITE_STD"]
 
@@ -55,7 +55,8 @@ PATCH_DEFAULT_CLUSTERS = 1000
 
 @dataclass(frozen=True)
 class EmbedderSpec:
-    """Backbone, weights, preprocessing (DN2: resize 256, center-crop 224, ImageNet norm) and index kind.
+    """Backbone, weights, preprocessing (DN2: resize 256, center-crop 224, ImageNet norm) and features
+    (``kind``: global or patch; the index's memory kind is ``IndexMeta.kind``, memories.py).
 
     ``weights`` is one of:
       - a torchvision weight enum member name, e.g. ``IMAGENET1K_V1`` or ``IMAGENET1K_V2``;
@@ -82,7 +83,7 @@ class EmbedderSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights_sha256: str = ""
-    kind: str = "global"
+    kind: str = "global"  # the features: global | patch (registry.FEATURES); a stored field, named so
     layers: tuple[str, ...] = ()
     proj_dim: int = 0
     proj_seed: int = 0
@@ -202,8 +203,8 @@ class EmbedderSpec:
     def dim(self) -> int:
         """Feature size per frame (global) or per grid location (patch); raises SpecMismatch if unknown."""
         info = backbone(self.backbone)
-        if self.kind not in KINDS:
-            raise SpecMismatch(f"unknown index kind {self.kind!r} (known: {', '.join(KINDS)})")
+        if self.kind not in FEATURES:
+            raise SpecMismatch(f"unknown features {self.kind!r} (spec kind; known: {', '.join(FEATURES)})")
         if not self.is_patch:
             return info.dim
         channels = self.tap_channels
@@ -303,20 +304,20 @@ class EmbedderSpec:
         return f"full {h}x{w}{tiles}{zones}{pos}"
 
 
-def default_spec(name: str, kind: str = "global", view: str = "center") -> EmbedderSpec:
+def default_spec(name: str, features: str = "global", view: str = "center") -> EmbedderSpec:
     """The spec a backbone is meant to be used with: its pretrained weights and normalisation (registry).
 
     ``view="center"``: resize 256, center-crop 224 (DN2); ``"full"``: the whole frame at input size 224
-    (the input shape is fixed from the first frame, ``EmbedderSpec.resolved``). Patch kind: both taps (stride 8 and 16),
+    (the input shape is fixed from the first frame, ``EmbedderSpec.resolved``). Patch features: both taps (stride 8 and 16),
     projected to at most ``DEFAULT_PATCH_DIM`` dims with seed 0.
     """
     info = backbone(name)
     spec = EmbedderSpec(backbone=name, weights=info.weights, mean=info.mean, std=info.std, view=view)
     spec.check_geometry()
-    if kind == "global":
+    if features == "global":
         return replace(spec, regions=DEFAULT_REGIONS) if spec.is_full else spec
-    if kind != "patch":
-        raise SpecMismatch(f"unknown index kind {kind!r} (known: {', '.join(KINDS)})")
+    if features != "patch":
+        raise SpecMismatch(f"unknown features {features!r} (spec kind; known: {', '.join(FEATURES)})")
     layers = tuple(t.module for t in info.taps)
     channels = sum(t.channels for t in info.taps)
     return replace(

@@ -84,12 +84,12 @@ def fit_stream(
     train_origins = [origins[i] for i in train_rows]
     meta = IndexMeta(
         name=name,
-        kind=index.kind,
+        kind=index.memory,  # the stored field keeps its name
         k=index.k,
         dim=index.dim,
         n_vectors=index.to_arrays()[0].shape[0] if hasattr(index, "to_arrays") else index.size,
         spec=spec,
-        clusters=cfg.clusters or cfg.coreset,
+        clusters=cfg.size or None,
         n_train=len(train_rows),
         threshold=cal.threshold,
         calibration={**cal.to_dict(), "fit_seconds": round(time.perf_counter() - t0, 3)},

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from index_store.errors import CorruptIndex
-from index_store.knn import KINDS
+from index_store.memories import MEMORIES, NAMES
 from index_store.spec import EmbedderSpec
 
 if TYPE_CHECKING:
@@ -36,11 +36,12 @@ def check_meta_types(meta: "IndexMeta") -> None:
         raise CorruptIndex(f"index metadata has fields of the wrong type: {', '.join(bad)}")
 
 
-def check_index(meta: "IndexMeta", kind: str, vectors: np.ndarray) -> None:
-    """Raise CorruptIndex with the first reason this index cannot be served."""
+def check_index(meta: "IndexMeta", memory: str, vectors: np.ndarray) -> None:
+    """Raise CorruptIndex with the first reason this index cannot be served. ``memory``: the index's memory
+    kind, which the metadata's ``kind`` field must name."""
     where = f"index {meta.name!r}" + (f" version {meta.version}" if meta.version else "")
-    if kind not in KINDS or meta.kind != kind:
-        raise CorruptIndex(f"{where}: unknown kind {meta.kind!r} (known: {', '.join(KINDS)})")
+    if memory not in MEMORIES or meta.kind != memory:
+        raise CorruptIndex(f"{where}: unknown kind {meta.kind!r} (known memory kinds: {', '.join(NAMES)})")
     if meta.k < 1:
         raise CorruptIndex(f"{where}: k must be at least 1, not {meta.k}")
     if meta.clusters is not None and (not _is_int(meta.clusters) or meta.clusters < 1):

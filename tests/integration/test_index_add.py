@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from framewatch.cli import main
-from index_store.repository import IndexRepository
+from index_store.repository import IndexMeta, IndexRepository
 from tests.conftest import png_bytes
 from tests.integration import harness as h
 
@@ -29,6 +29,29 @@ def test_index_add_dir_publishes_a_version_that_records_who_marked_what(
     assert meta.feedback["by"] == {"bob": 2} and sorted(meta.feedback["frames"]) == ["b.png", "night/a.png"]
     assert main(["index", "add", "nope", "--dir", str(tmp_path), "--redis", redis_url]) == 2
     assert "no index 'nope'" in capsys.readouterr().err
+
+
+def test_index_add_teaches_a_coreset_index_and_keeps_its_threshold(
+    redis_url, redis_client, unique, capsys, monkeypatch, tmp_path
+):
+    import numpy as np
+
+    from index_store.knn import build_coreset
+
+    prefix = f"t-{unique}"
+    repo = IndexRepository(redis_client, prefix)
+    index = build_coreset(np.random.default_rng(0).normal(size=(40, h.SMALL_SPEC.dim)).astype(np.float32), 10)
+    repo.publish(IndexMeta(name="yard", kind="coreset", k=2, dim=index.dim, n_vectors=index.size, clusters=10,
+                           spec=h.SMALL_SPEC.to_dict(), threshold=1.0), index, activate=True)  # fmt: skip
+    (tmp_path / "a.png").write_bytes(png_bytes(1))
+    monkeypatch.setenv("FRAMEWATCH_REDIS_PREFIX", prefix)
+    assert main(["index", "add", "yard", "--dir", str(tmp_path), "--by", "bob", "--redis", redis_url]) == 0
+    said = capsys.readouterr().out
+    assert "version 2 is active: absorbed 1 frame(s) marked normal by bob (new-vectors)" in said
+    meta, taught = repo.load("yard")
+    assert (meta.kind, meta.n_vectors, meta.threshold) == ("coreset", 10 + 2, 1.0)  # the frame, k = 2 times
+    assert "upper bound" in meta.calibration["threshold_kept"]
+    assert np.array_equal(taught.vectors[:10], index.vectors)  # nothing it held moved
 
 
 def test_index_add_frames_finds_them_by_id_on_the_score_topic(

@@ -13,6 +13,7 @@ import torch
 from index_store import device_knn, knn
 from index_store.anomaly_maps import score_maps
 from index_store.device_knn import DeviceKnn, searcher_for
+from index_store.memories import NAMES
 from index_store.repository import IndexMeta
 from index_store.spec import EmbedderSpec
 from worker.indexes import IndexSet
@@ -43,7 +44,7 @@ def assert_same(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.n
     np.testing.assert_array_equal(got[1], want[1])
 
 
-@pytest.mark.parametrize("kind", knn.KINDS)
+@pytest.mark.parametrize("kind", NAMES)
 @pytest.mark.parametrize("k", [1, 3])
 def test_same_scores_and_neighbours_as_faiss(kind: str, k: int) -> None:
     train = data(300, 0)
@@ -55,7 +56,7 @@ def test_same_scores_and_neighbours_as_faiss(kind: str, k: int) -> None:
     assert np.all(got[0] >= 0)
 
 
-@pytest.mark.parametrize("kind", knn.KINDS)
+@pytest.mark.parametrize("kind", NAMES)
 @pytest.mark.parametrize("query_chunk, base_chunk", [(1, 1), (7, 2), (3, 13), (64, 1000)])
 def test_tiles_of_any_size_give_the_same_result(kind: str, query_chunk: int, base_chunk: int) -> None:
     index = build(kind, 4, data(300, 2))
@@ -65,7 +66,7 @@ def test_tiles_of_any_size_give_the_same_result(kind: str, query_chunk: int, bas
 
 
 def test_k_larger_than_the_index_is_capped_by_its_size() -> None:
-    for kind in knn.KINDS:
+    for kind in NAMES:
         index = knn.KnnIndex(kind, 8, data(5, 4))
         queries = data(9, 5)
         got = DeviceKnn(index, "cpu", base_chunk=2).search(queries)

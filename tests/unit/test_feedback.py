@@ -11,18 +11,20 @@ from index_store.repository import IndexMeta
 from index_store.spec import EmbedderSpec
 
 SPEC = EmbedderSpec("resnet18", "random:0", resize=64, crop=64)
+METHODS = {"exact": "append", "kmeans": "new-centres", "coreset": "new-vectors"}  # recorded in each version
 
 
 def fitted(kind: str = "exact") -> tuple[IndexMeta, object, np.ndarray]:
     rng = np.random.default_rng(0)
     train = rng.normal(size=(60, 512)).astype(np.float32)
-    index, cal, _ = fit(train, FitConfig(clusters=5 if kind == "kmeans" else None))
-    meta = IndexMeta(name="cams", kind=index.kind, k=2, dim=512, n_vectors=index.size, spec=SPEC.to_dict(),
+    sizes = {"kmeans": {"clusters": 5}, "coreset": {"coreset": 10}}.get(kind, {})
+    index, cal, _ = fit(train, FitConfig(**sizes))
+    meta = IndexMeta(name="cams", kind=index.memory, k=2, dim=512, n_vectors=index.size, spec=SPEC.to_dict(),
                      version=3, threshold=cal.threshold, calibration=cal.to_dict())  # fmt: skip
     return meta, index, train
 
 
-@pytest.mark.parametrize("kind", ["exact", "kmeans"])
+@pytest.mark.parametrize("kind", ["exact", "kmeans", "coreset"])
 def test_a_marked_false_alarm_scores_below_the_new_threshold_and_nothing_else_rises(kind):
     meta, index, train = fitted(kind)
     odd = np.full((1, 512), 3.0, np.float32)  # far from every training embedding
@@ -32,7 +34,17 @@ def test_a_marked_false_alarm_scores_below_the_new_threshold_and_nothing_else_ri
     assert np.all(new_index.score(train) <= index.score(train) + 1e-4)
     assert new_meta.feedback["absorbed"] == 1 and new_meta.feedback["by"] == {"alice": 1}
     assert new_meta.feedback["frames"] == ["cam-7"] and new_meta.feedback["base_version"] == 3
-    assert new_meta.feedback["method"] == ("append" if kind == "exact" else "new-centres")
+    assert new_meta.feedback["method"] == METHODS[kind]
+    assert new_meta.kind == kind and new_meta.n_vectors == index.size + 2  # the marked frame, k = 2 times
+
+
+@pytest.mark.parametrize("kind", ["kmeans", "coreset"])
+def test_a_compressed_memory_keeps_its_threshold_and_says_why(kind):
+    meta, index, _ = fitted(kind)
+    new_meta, _ = absorb(meta, index, np.full((1, 512), 3.0, np.float32), [Mark("a", "bob")])
+    assert new_meta.threshold == meta.threshold
+    assert new_meta.calibration["method"] == meta.calibration["method"] == "split"
+    assert "upper bound" in new_meta.calibration["threshold_kept"]
 
 
 def test_exact_threshold_is_recalibrated_without_the_marked_frames_in_the_quantile():
@@ -48,11 +60,11 @@ def test_exact_threshold_is_recalibrated_without_the_marked_frames_in_the_quanti
     assert again.feedback["total_absorbed"] == 3 and again.feedback["n_fit_vectors"] == 60
 
 
-def test_wrong_dimension_or_unknown_kind_is_refused():
+def test_wrong_dimension_or_unknown_memory_kind_is_refused():
     meta, index, _ = fitted()
     with pytest.raises(FeedbackError):
         absorb(meta, index, np.zeros((1, 10), np.float32), [Mark("a", "bob")])
-    with pytest.raises(FeedbackError):
+    with pytest.raises(FeedbackError, match="memory kind must be one of exact, kmeans, coreset, not 'patch'"):
         absorb(
             IndexMeta(**{**meta.__dict__, "kind": "patch"}),
             index,
@@ -80,7 +92,7 @@ def test_a_marked_patch_frame_scores_below_threshold_and_normal_frames_do_not_ri
     index = build_exact(cells) if clusters is None else build_kmeans(cells, clusters)
     frame_scores, _ = score_maps(index, normal)
     threshold = float(frame_scores.max()) * 1.05
-    meta = IndexMeta(name="bench", kind=index.kind, k=2, dim=spec.dim, n_vectors=index.size, spec=spec.to_dict(),
+    meta = IndexMeta(name="bench", kind=index.memory, k=2, dim=spec.dim, n_vectors=index.size, spec=spec.to_dict(),
                      version=2, threshold=threshold)  # fmt: skip
     marked = normal[:1].copy()
     marked[0, 2:4, 5:7] += rng.normal(size=spec.dim) * 2.0  # a small region the index never saw: a false alarm

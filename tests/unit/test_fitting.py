@@ -95,7 +95,7 @@ def test_kmeans_with_one_centre_per_point_ranks_as_exact() -> None:
     )
     exact = knn.build_exact(train, 2).score(queries)
     km = fitting.build(train, fitting.FitConfig(clusters=len(train), k=2))
-    assert km.kind == "kmeans" and km.size == len(train)
+    assert km.memory == "kmeans" and km.size == len(train)
     np.testing.assert_array_equal(
         np.argsort(km.score(queries), kind="stable"), np.argsort(exact, kind="stable")
     )

@@ -167,7 +167,7 @@ def test_global_tiles_are_each_compared_with_their_own_position_and_absorb_feedb
     assert scores[1] > cal.threshold and int(np.argmax(maps[1])) == 3, maps[1]  # the bottom-right tile
     x0, y0, _x1, _y1 = anomaly_maps.hotspot(maps[1], emb.spec, W, H)
     assert x0 >= W // 3 and y0 >= H // 3
-    meta = IndexMeta("yard", index.kind, index.k, 512, 1, emb.spec.to_dict(), threshold=cal.threshold)
+    meta = IndexMeta("yard", index.memory, index.k, 512, 1, emb.spec.to_dict(), threshold=cal.threshold)
     new_meta, new_index = absorb(meta, index, feats[1:], [Mark("f1", "ana")])
     assert new_meta.feedback["method"] == "positional-append"
     assert anomaly_maps.score_maps(new_index, feats[1:], emb.spec)[0][0] < 1e-3

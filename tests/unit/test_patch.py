@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from index_store import anomaly_maps, fitting, knn
+from index_store import anomaly_maps, fitting, knn, selection
 from index_store.embedder import Embedder
 from index_store.spec import EmbedderSpec, default_spec
 
@@ -76,9 +76,9 @@ def test_coreset_keeps_the_outliers_that_kmeans_would_average_away() -> None:
     base = rng.normal(0, 1, (500, 16)).astype(np.float32)
     far = np.full((1, 16), 30.0, np.float32)
     data = np.concatenate([base, far])
-    rows = knn.coreset_rows(data, 20, seed=1)
+    rows = selection.coreset_rows(data, 20, seed=1)
     assert len(rows) == 20 and 500 in rows
     index = knn.build_coreset(data, 20)
-    assert index.kind == "coreset" and index.size == 20
+    assert index.memory == "coreset" and index.size == 20
     scores, ids = index.search(far)
     assert ids.shape == (1, 2) and index.vectors[ids[0, 0]].tolist() == far[0].tolist()

@@ -64,8 +64,8 @@ def test_an_object_where_it_never_stands_is_anomalous_only_with_a_small_radius(
     scene: Scene, train: np.ndarray, kind: str, per_cell: int
 ) -> None:
     frames, labels = position_case(scene)
-    near = build_positional(train, radius=1, kind=kind, per_cell=per_cell)
-    anywhere = build_positional(train, radius=EVERYWHERE, kind=kind, per_cell=per_cell)
+    near = build_positional(train, radius=1, memory=kind, per_cell=per_cell)
+    anywhere = build_positional(train, radius=EVERYWHERE, memory=kind, per_cell=per_cell)
     assert roc_auc(labels, frame_scores(near, frames)) == 1.0
     assert roc_auc(labels, frame_scores(anywhere, frames)) < 0.8  # the crate is a normal sight somewhere
     maps = near.search_grid(frames[20:21])[0]
@@ -112,7 +112,7 @@ def reference(memory: PositionalMemory, maps: np.ndarray) -> np.ndarray:
     for i in range(maps.shape[0]):
         for (r, c), cand in windows.items():
             nearest = np.sort(((cand - maps[i, r, c].astype(np.float64)) ** 2).sum(axis=1))[:k]
-            out[i, r, c] = nearest.sum() if memory.kind == "kmeans" else nearest.mean()
+            out[i, r, c] = nearest.sum() if memory.memory == "kmeans" else nearest.mean()
     return out
 
 
@@ -152,7 +152,7 @@ def test_round_trip_through_raw_little_endian_bytes_and_json(
     vectors, meta = memory.to_arrays()
     raw, text = np.ascontiguousarray(vectors, dtype="<f4").tobytes(), json.dumps(meta)
     back = PositionalMemory.from_arrays(np.frombuffer(raw, dtype="<f4").reshape(-1, D), json.loads(text))
-    assert (back.kind, back.k, back.radius, back.grid, back.per_cell) == (kind, 3, 1, (H, W), memory.per_cell)
+    assert (back.memory, back.k, back.radius, back.grid, back.per_cell) == (kind, 3, 1, (H, W), memory.per_cell)
     frames = scene.frames(3, crate_at=CRATE_AWAY)
     np.testing.assert_array_equal(back.search_grid(frames), memory.search_grid(frames))
     with pytest.raises(PositionalError, match="do not match"):

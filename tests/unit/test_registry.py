@@ -38,7 +38,7 @@ def test_patch_spec_round_trips_through_its_stored_form() -> None:
 def test_a_spec_this_version_cannot_reproduce_is_refused_with_the_reason() -> None:
     with pytest.raises(SpecMismatch, match="no feature tap 'layer4'"):
         EmbedderSpec("resnet18", kind="patch", layers=("layer2", "layer4")).dim  # noqa: B018
-    with pytest.raises(SpecMismatch, match="unknown index kind 'voxel'"):
+    with pytest.raises(SpecMismatch, match="unknown features 'voxel'"):
         EmbedderSpec("resnet18", kind="voxel").dim  # noqa: B018
     with pytest.raises(SpecMismatch, match=r"field\(s\) \[.pooling.\] unknown to this framewatch"):
         EmbedderSpec.from_dict({**default_spec("resnet18", "patch").to_dict(), "pooling": "gem"})
