@@ -262,17 +262,19 @@ class Lookup:
 
     def first_at(self, part: Partition, offset: int) -> Optional[tuple[int, int]]:
         tp = _tp(part)
-        if self._reader is None:
-            self._reader = _mapped("creating the reader", KafkaConsumer, group_id=None, max_poll_records=1,
-                                   **_fetch_settings(self.cfg))  # fmt: skip
-        if self._reader.assignment() != {tp}:
-            self._reader.assign([tp])
-        self._reader.seek(tp, offset)
-        deadline = time.monotonic() + self.read_timeout_s
-        while time.monotonic() < deadline:
-            for msgs in _mapped("read", self._reader.poll, timeout_ms=200, max_records=1).values():
-                for msg in msgs:
-                    return int(msg.offset), int(msg.timestamp if msg.timestamp is not None else -1)
+        try:
+            if self._reader is None:
+                self._reader = KafkaConsumer(group_id=None, max_poll_records=1, **_fetch_settings(self.cfg))
+            if self._reader.assignment() != {tp}:
+                self._reader.assign([tp])
+            self._reader.seek(tp, offset)
+            deadline = time.monotonic() + self.read_timeout_s
+            while time.monotonic() < deadline:
+                for msgs in self._reader.poll(timeout_ms=200, max_records=1).values():
+                    for msg in msgs:
+                        return int(msg.offset), int(msg.timestamp if msg.timestamp is not None else -1)
+        except kerr.KafkaError as e:
+            raise broker_error(e, f"reading {part} at {offset}") from e
         return None
 
     def close(self) -> None:
