@@ -133,23 +133,21 @@ def produce(kafka: KafkaSettings, topic: str, frames: Sequence[FrameRecord], rat
 def raw_consume_fps(cfg: WorkerConfig, n: int, timeout_s: float = 120.0) -> float:
     """The worker's consumer (same client, same settings, a fresh group) reading ``n`` frames, nothing else:
     each poll takes all the client holds, as the worker's does (worker/read_ahead.py)."""
-    from worker import kafka_io
-    from worker.read_ahead import DRAIN_RECORDS
+    from worker.kafka_clients import client_for
+    from worker.kafka_port import Rebalances
 
-    consumer = kafka_io.make_consumer(cfg, kafka_io.Rebalance())
+    consumer = client_for(cfg).consumer(cfg.group_id, cfg.topics.frames, Rebalances())
     got, first, t_first, deadline = 0, 0, 0.0, time.monotonic() + timeout_s
     try:
         while got < n and time.monotonic() < deadline:
-            got += sum(
-                len(msgs) for msgs in consumer.poll(timeout_ms=500, max_records=DRAIN_RECORDS).values()
-            )
+            got += len(consumer.poll(0.5))
             if got and not t_first:  # the clock starts once the group is joined and the first records are in
                 first, t_first = got, time.perf_counter()
         if got < n:
             raise TimeoutError(f"raw consume read {got} of {n} frames in {timeout_s:.0f}s")
         return (got - first) / max(1e-9, time.perf_counter() - t_first)
     finally:
-        consumer.close(autocommit=False)
+        consumer.close()
 
 
 def raw_consume_confluent_fps(cfg: WorkerConfig, n: int, timeout_s: float = 120.0) -> Optional[float]:
