@@ -9,6 +9,7 @@ not UTF-8; offsets by time) must not depend on which client it holds.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -170,15 +171,30 @@ def test_a_second_member_joining_takes_partitions_and_both_are_told(client, topi
     poll_until(first, lambda _: first.assignment() == both)
     assert first_seen.take() == (set(), both)
     second = consumers(second_seen)
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline and not (second.assignment() and first.assignment() | second.assignment() == both
-                                               and not first.assignment() & second.assignment()):  # fmt: skip
-        first.poll(0.1)
-        second.poll(0.1)
-    assert second.assignment() and first.assignment() | second.assignment() == both
-    revoked, assigned = first_seen.take()
+
+    def split() -> bool:
+        mine, theirs = first.assignment(), second.assignment()
+        return bool(mine) and bool(theirs) and mine | theirs == both and not mine & theirs
+
+    stop = threading.Event()
+    members = [threading.Thread(target=keep_polling, args=(c, stop)) for c in (first, second)]  # two workers
+    for member in members:
+        member.start()
+    try:
+        assert eventually(split), (first.assignment(), second.assignment())
+    finally:
+        stop.set()
+        for member in members:
+            member.join()
+    revoked, _assigned = first_seen.take()
     assert revoked, "the first member was not told it gave partitions up"
     assert second_seen.take() == (set(), second.assignment())
+
+
+def keep_polling(consumer: Consumer, stop: threading.Event) -> None:
+    """A group member's loop (each member polls on a thread of its own, as each worker does)."""
+    while not stop.is_set():
+        consumer.poll(0.2)
 
 
 def test_an_output_over_the_request_limit_is_refused_for_good(client, topic):
