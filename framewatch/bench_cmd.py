@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.frames or (160 if args.short else 400)
     args.kafka_client = kafka_client(args.kafka_client, getattr(args, "environment", os.environ))
     if args.kafka_client == "confluent":
-        from worker.kafka_confluent import require
+        from worker.confluent_client import require
 
         require()  # not installed: one clear line before anything starts
     with services(args) as (kafka, redis):

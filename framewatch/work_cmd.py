@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     client = kafka_client(args.kafka_client, args.environment)
     listen = metrics_host(args.metrics_host, args.environment)
     if client == "confluent":
-        from worker.kafka_confluent import require
+        from worker.confluent_client import require
 
         require()  # not installed: one clear line now, not a retry loop later
     _check_routes(args, redis)

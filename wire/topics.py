@@ -42,7 +42,7 @@ DEAD_LETTER_REASONS = (
     "empty-value", "message-too-large", "unsupported-content-type", "undecodable", "truncated",
     "image-too-small", "image-too-large",  # the image (worker/decode.py)
     "malformed-header", "missing-header", "unsupported-schema",  # the message (wire/records.py)
-    "unparseable-record",  # the Kafka client could not parse the record at all (worker/poison.py)
+    "unparseable-record",  # the Kafka client could not parse the record at all (worker/kafka_python_client.py)
     "scoring-error",  # embedding or kNN failed for this frame alone
     "output-refused",  # the broker refused the frame's output for good (too large): coordinates only
 )  # fmt: skip
