@@ -3,7 +3,8 @@
 kafka-python stays the default and the required client; this one is optional
 (``pip install 'framewatch[confluent]'``, ``--kafka-client confluent``) and
 reads large frames several times faster on the same cores (README, "Kafka
-client"). The consumer is here; the producer in ``worker.confluent_producer``.
+client"). The consumer is here; the producer in ``worker.confluent_producer``; the client that makes both in
+``worker.kafka_clients``.
 
 What differs from kafka-python, and how it is bridged:
 
@@ -192,25 +193,6 @@ def any_broker_up(stats_json: str) -> bool:
 
 
 # -- the client -------------------------------------------------------------------------------
-class ConfluentClient:
-    """``kafka_port.KafkaClient`` over confluent-kafka. ``make`` stands in for ``confluent_kafka.Consumer``
-    and ``Producer`` (tests)."""
-
-    name = "confluent"
-
-    def __init__(self, cfg: WorkerConfig, make: Optional[Callable[[dict], Any]] = None) -> None:
-        """:raises FramewatchError: confluent-kafka is not installed."""
-        self.cfg, self._make, self._ck = cfg, make, require()
-
-    def consumer(self, group: str, topic: str, rebalances: Rebalances) -> "ConfluentConsumer":
-        return ConfluentConsumer(self.cfg, group, topic, rebalances, make=self._make)
-
-    def producer(self, max_request_bytes: int) -> Any:
-        from worker.confluent_producer import ConfluentProducer
-
-        return ConfluentProducer(self.cfg, max_request_bytes, make=self._make)
-
-
 class ConfluentConsumer:
     """``kafka_port.Consumer`` over a ``confluent_kafka.Consumer`` subscribed to one topic."""
 

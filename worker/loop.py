@@ -230,6 +230,7 @@ class Worker:
 
     def close(self) -> None:
         """Leave the group and stop; drain() has committed what it could."""
+        self._stop.set()  # the heartbeat thread too
         self.watchdog_thread.stop()
         self.indexes.stop()
         if self.cameras is not None:

@@ -23,9 +23,9 @@ from worker.delivery import PER_CAMERA_LABEL, scored_label
 from worker.extract import NullExtractor
 from worker.index_cache import LruBudget, held_bytes
 from worker.indexes import LoadedIndex
+from worker.inflight import InFlight
 from worker.metrics import CameraIndexMetrics
 from worker.routing import Route, RouteError, Routing
-from worker.inflight import InFlight
 from worker.scoring import Scorer
 
 DIM = 512  # resnet18's, so the default-looking spec is consistent

@@ -20,6 +20,7 @@ from wire.records import FrameRecord
 from wire.settings import KafkaSettings, RedisSettings
 from worker import confluent_client as cc
 from worker.config import WorkerConfig
+from worker.kafka_clients import ConfluentClient
 from worker.kafka_port import (
     NOT_UTF8_MARK,
     BrokerError,
@@ -169,7 +170,7 @@ def adapter(made: list, rebalances: Optional[Rebalances] = None) -> cc.Confluent
         made.append(FakeConsumer(conf))
         return made[-1]
 
-    return cc.ConfluentClient(config(), make=make).consumer("g", "frames", rebalances or Rebalances())
+    return ConfluentClient(config(), make=make).consumer("g", "frames", rebalances or Rebalances())
 
 
 def test_poll_takes_everything_held_in_order_and_skips_error_events():
@@ -264,7 +265,7 @@ class FakeProducer:
 
 def producer_with(**fake: Any) -> tuple[Any, FakeProducer]:
     made: list[FakeProducer] = []
-    client = cc.ConfluentClient(
+    client = ConfluentClient(
         config(), make=lambda conf: made.append(FakeProducer(conf, **fake)) or made[-1]
     )
     producer = client.producer(2 * 1024 * 1024)

@@ -27,9 +27,9 @@ from wire.records import FrameRecord, ScoreRecord
 from worker.candidates import Candidates
 from worker.extract import NullExtractor
 from worker.indexes import LoadedIndex
+from worker.inflight import InFlight
 from worker.metrics import WorkerMetrics
 from worker.routing import Routing
-from worker.inflight import InFlight
 from worker.scoring import Scorer
 from worker.verdicts import VerdictTally
 

@@ -13,9 +13,9 @@ from index_store.knn import build_exact
 from index_store.repository import IndexMeta
 from index_store.spec import EmbedderSpec
 from wire.records import FrameRecord
+from worker.admission import DecodePool
 from worker.extract import NullExtractor
 from worker.indexes import LoadedIndex
-from worker.admission import DecodePool
 from worker.inflight import InFlight
 from worker.kafka_port import Record
 from worker.routing import Routing
