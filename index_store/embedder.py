@@ -88,7 +88,7 @@ class Embedder:
             # converted models are cached under the f32 spec's fingerprint: every precision converts the same module
             f32 = replace(spec, precision="fp32", quantized_sha256="").fingerprint()
             self.forward = openvino_runtime.OpenVinoModel(
-                self.model, f32, self.precision, torch.get_num_threads(), cache_dir, ir, streams
+                self.model, f32, self.precision, torch.get_num_threads(), cache_dir, ir, streams, batch_size
             )
 
     def _quantized_ir(self, quantized: Optional[bytes]) -> Optional[tuple[bytes, bytes]]:

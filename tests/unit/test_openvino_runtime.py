@@ -233,3 +233,26 @@ def test_new_indexes_default_to_bf16_where_the_cpu_runs_it_and_fp32_elsewhere() 
     with pytest.raises(openvino_runtime.RuntimeUnavailable, match="FRAMEWATCH_PRECISION"):
         openvino_runtime.default_precision("auto", "cpu", environ={"FRAMEWATCH_PRECISION": "fp8"})
     assert "precision" not in EmbedderSpec().to_dict()  # indexes fit before keep their fingerprints (fp32)
+
+
+def test_full_and_partial_batches_give_torch_features_from_two_compiled_models(tmp_path) -> None:
+    """Full batches run on a model compiled for exactly their size (faster), the rest on the dynamic-batch
+    one: torch's features either way, and two compilations per input shape however many batch sizes come."""
+    spec = SPECS["lite0-pypi-global"]
+    ref = Embedder(spec, "cpu", batch_size=8, runtime="torch")
+    ov = Embedder(spec, "cpu", batch_size=8, runtime="openvino", cache_dir=tmp_path)
+    core, compiled = ov.forward.core, []
+
+    class CountingCore:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(core, name)
+
+        def compile_model(self, model, *args):  # type: ignore[no-untyped-def]
+            compiled.append(str(model.inputs[0].get_partial_shape()))
+            return core.compile_model(model, *args)
+
+    ov.forward.core = CountingCore()
+    x = images(32, SHAPES[1])
+    for n in (1, 7, 8, 19, 32):  # partial; full; 8 + 8 + 3; four full batches
+        assert relative(ov.embed_tensor(x[:n]), ref.embed_tensor(x[:n])) < FP32_RELATIVE, n
+    assert sorted(compiled) == ["[8,3,128,224]", "[?,3,128,224]"]
