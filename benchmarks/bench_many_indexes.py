@@ -42,9 +42,9 @@ from index_store.spec import EmbedderSpec
 from wire.records import FrameRecord
 from worker.camera_indexes import CameraIndexes
 from worker.indexes import IndexSet
+from worker.inflight import InFlight
 from worker.metrics import CameraIndexMetrics, WorkerMetrics
 from worker.routing import Routing
-from worker.inflight import InFlight
 from worker.scoring import Scorer
 
 PREFIX = "bench"

@@ -22,9 +22,9 @@ from index_store.spec import EmbedderSpec
 from wire.records import FrameRecord
 from worker.candidates import Candidates
 from worker.indexes import LoadedIndex
+from worker.inflight import InFlight
 from worker.metrics import WorkerMetrics
 from worker.routing import Routing
-from worker.inflight import InFlight
 from worker.scoring import Scorer
 from worker.verdicts import VerdictTally
 

@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry
 from wire.records import FrameRecord
 from wire.settings import KafkaSettings
 from wire.topics import Topics
+from worker.admission import DecodePool
 from worker.config import WorkerConfig
 from worker.extract import Extractor
-from worker.admission import DecodePool
 
 FRAME_SIZE = (1280, 720)
 # How often the pipeline figures read the worker's counter. Reading it collects the worker's whole

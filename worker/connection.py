@@ -23,11 +23,12 @@ FIRST_BACKOFF_S, MAX_BACKOFF_S = 0.5, 10.0
 
 class Connection:
     def __init__(self, kafka: KafkaClient, group: str, topic: str, rebalances: Rebalances, where: str,
-                 prepare: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 prepare: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic,
+                 failed: Callable[[], None] = lambda: None) -> None:  # fmt: skip
         """``prepare`` runs before each attempt (the CLI creates the topics there); ``where`` names the
-        brokers in log lines (credentials redacted)."""
+        brokers in log lines (credentials redacted); ``failed`` counts each failed attempt."""
         self.kafka, self.group, self.topic, self.rebalances = kafka, group, topic, rebalances
-        self.where, self.prepare, self.clock = where, prepare, clock
+        self.where, self.prepare, self.clock, self.failed = where, prepare, clock, failed
         self.consumer: Optional[Consumer] = None
         self.error: Optional[str] = None  # the last failed attempt, until one succeeds
         self._next_at, self._backoff = 0.0, FIRST_BACKOFF_S
@@ -46,6 +47,7 @@ class Connection:
             self.consumer = self.kafka.consumer(self.group, self.topic, self.rebalances)
         except (FramewatchError, BrokerError, OSError) as e:
             self.error = str(e)
+            self.failed()
             log.warning("kafka %s unreachable (%s); retrying in %.1fs", self.where, e, self._backoff)
             self._next_at = self.clock() + self._backoff
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)

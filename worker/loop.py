@@ -136,8 +136,8 @@ class Worker:
         # the data path
         self.watchdog = Watchdog(cfg.stall_timeout_s, clock)
         rebalances = Rebalances()
-        self.connection = Connection(self.kafka, cfg.group_id, cfg.topics.frames, rebalances,
-                                     cfg.kafka.redacted(), prepare, clock)  # fmt: skip
+        self.connection = Connection(self.kafka, cfg.group_id, cfg.topics.frames, rebalances, cfg.kafka.redacted(),
+                                     prepare, clock, self.metrics.reconnects.labels("kafka").inc)  # fmt: skip
         self.offsets = OffsetTracker()
         self.batcher: Batcher[InFlight] = Batcher(cfg.max_batch, cfg.max_wait_s, clock)
         self.intake = Intake(rebalances, self.batcher, self.offsets, self.watchdog, self.metrics,
