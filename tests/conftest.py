@@ -76,3 +76,11 @@ def kafka_settings(broker):  # type: ignore[no-untyped-def]
 def unique() -> str:
     """A fresh suffix for topic names, group ids and Redis prefixes."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(params=["kafka-python", "confluent"])
+def client(request) -> str:  # type: ignore[no-untyped-def]
+    """The Kafka client a fault test runs its workers with: each such test runs once with each client."""
+    if request.param == "confluent":
+        pytest.importorskip("confluent_kafka", reason="confluent-kafka not installed (pip install '.[confluent]')")
+    return str(request.param)

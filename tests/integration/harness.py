@@ -324,8 +324,9 @@ class WorkerProcess:
 
 def worker_process(kafka: KafkaSettings, redis_url: str, prefix: str, topics: Topics, group: str,
                    index: str = "idx", extra: tuple[str, ...] = (), env_extra: Optional[dict[str, str]] = None,
-                   ) -> WorkerProcess:  # fmt: skip
-    """Start ``framewatch work`` as a child process in consumer group ``group`` (``extra`` flags win)."""
+                   client: str = "kafka-python") -> WorkerProcess:  # fmt: skip
+    """Start ``framewatch work`` as a child process in consumer group ``group`` (``extra`` flags win), consuming
+    and sending its outputs through ``client`` (kafka-python or confluent)."""
     env = {
         "FRAMEWATCH_TOPIC_FRAMES": topics.frames, "FRAMEWATCH_TOPIC_SCORES": topics.scores,
         "FRAMEWATCH_TOPIC_DLQ": topics.dead_letters, "FRAMEWATCH_REDIS_PREFIX": prefix,
@@ -333,7 +334,7 @@ def worker_process(kafka: KafkaSettings, redis_url: str, prefix: str, topics: To
     }  # fmt: skip
     cmd = [sys.executable, "-m", "framewatch.cli", "work", "--kafka", kafka.bootstrap, "--redis", redis_url,
            "--index", index, "--group", group, "--metrics-port", "0", "--max-batch", "8", "--max-wait", "0.2",
-           "--session-timeout-ms", "6000", "--heartbeat-ms", "1000", "--threads", "1", "--start-from", "earliest", *extra]  # fmt: skip
+           "--session-timeout-ms", "6000", "--heartbeat-ms", "1000", "--threads", "1", "--start-from", "earliest", "--kafka-client", client, *extra]  # fmt: skip
     return WorkerProcess(cmd, {**os.environ, **env})
 
 

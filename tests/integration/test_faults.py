@@ -40,11 +40,11 @@ def setup(kafka_settings, redis_url, unique):  # type: ignore[no-untyped-def]
 
 
 # -- worker processes killed and stopped -----------------------------------------------------
-def test_sigkill_mid_stream_then_a_new_worker_loses_nothing(kafka_settings, redis_url, setup):
+def test_sigkill_mid_stream_then_a_new_worker_loses_nothing(kafka_settings, redis_url, setup, client):
     topics, prefix, group = setup
     h.publish_index(redis_url, prefix, "idx")
     produced = interleave(h.frames("camA", 25), h.frames("camB", 25))
-    first = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+    first = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
     second = None
     try:
         assert h.wait_until(lambda: bool(first.assigned()), 60), first.output()
@@ -53,7 +53,7 @@ def test_sigkill_mid_stream_then_a_new_worker_loses_nothing(kafka_settings, redi
         first.kill()
         scored_before_kill = len(h.scores(kafka_settings, topics.scores))
         assert scored_before_kill < len(produced), "killed too late to be mid-stream"
-        second = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+        second = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
         feeder.join()
         assert h.wait_for_ids(kafka_settings, topics, ids(produced), 90), second.output()
         h.assert_nothing_lost(kafka_settings, topics, ids(produced))
@@ -64,11 +64,11 @@ def test_sigkill_mid_stream_then_a_new_worker_loses_nothing(kafka_settings, redi
             second.close()
 
 
-def test_two_workers_one_killed_the_other_takes_its_partitions(kafka_settings, redis_url, setup):
+def test_two_workers_one_killed_the_other_takes_its_partitions(kafka_settings, redis_url, setup, client):
     topics, prefix, group = setup
     h.publish_index(redis_url, prefix, "idx")
-    a = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
-    b = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+    a = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
+    b = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
     try:
         split = lambda: a.assigned() and b.assigned() and sorted(a.assigned() + b.assigned()) == [0, 1, 2, 3]  # noqa: E731
         assert h.wait_until(split, 60), a.output() + "\n---\n" + b.output()
@@ -89,12 +89,12 @@ def test_two_workers_one_killed_the_other_takes_its_partitions(kafka_settings, r
         b.close()
 
 
-def test_sigterm_drains_exits_0_and_a_restart_rescores_nothing(kafka_settings, redis_url, setup):
+def test_sigterm_drains_exits_0_and_a_restart_rescores_nothing(kafka_settings, redis_url, setup, client):
     topics, prefix, group = setup
     h.publish_index(redis_url, prefix, "idx")
     first_frames = interleave(h.frames("camA", 20), h.frames("camB", 20))
     later_frames = h.frames("camA", 10, start=100)
-    first = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+    first = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
     second = None
     try:
         assert h.wait_until(lambda: bool(first.assigned()), 60), first.output()
@@ -106,7 +106,7 @@ def test_sigterm_drains_exits_0_and_a_restart_rescores_nothing(kafka_settings, r
         done_by_first = {r.frame_id for r in h.scores(kafka_settings, topics.scores)}
         assert len(done_by_first) < len(first_frames), "stopped too late to be mid-stream"
 
-        second = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+        second = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
         h.produce_frames(kafka_settings, topics.frames, later_frames)
         produced = ids(first_frames) | ids(later_frames)
         assert h.wait_for_ids(kafka_settings, topics, produced, 90), second.output()
@@ -122,8 +122,7 @@ def test_sigterm_drains_exits_0_and_a_restart_rescores_nothing(kafka_settings, r
 
 # -- bad input -----------------------------------------------------------------------------
 def test_bad_frames_are_dead_lettered_valid_odd_ones_scored_worker_alive_and_bounded(
-    kafka_settings, redis_url, setup
-):  # fmt: skip
+    kafka_settings, redis_url, setup, client):  # fmt: skip
     topics, prefix, group = setup
     h.publish_index(redis_url, prefix, "idx")
     bad, odd = bad_samples(), valid_samples()
@@ -150,7 +149,7 @@ def test_bad_frames_are_dead_lettered_valid_odd_ones_scored_worker_alive_and_bou
     # a header that is not UTF-8 text
     messages.append((b"camX", good[2].image, [(t.H_FRAME_ID, b"bad-header"), (t.H_SOURCE, b"\xff\xfe")]))
 
-    worker = h.worker_process(kafka_settings, redis_url, prefix, topics, group,
+    worker = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client,
                               extra=("--max-bytes", str(CORPUS_LIMITS.max_bytes),
                                      "--max-decode-mib", str(CORPUS_LIMITS.max_decode_bytes >> 20)))  # fmt: skip
     rss: list[int] = []

@@ -96,11 +96,11 @@ def setup(kafka_settings, redis_url, unique):  # type: ignore[no-untyped-def]
 
 
 # -- 1. scale out and in mid-stream ----------------------------------------------------------
-def test_workers_join_and_leave_mid_stream_nothing_wedges(kafka_settings, redis_url, setup):
+def test_workers_join_and_leave_mid_stream_nothing_wedges(kafka_settings, redis_url, setup, client):
     topics, prefix, group = setup
     h.publish_index(redis_url, prefix, "idx")
     produced = interleave(*[h.frames(src, 44) for src in h.sources_covering(4)])  # ~22 s at 8 frames/s
-    a = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+    a = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
     b = c = None
     try:
         assert h.wait_until(lambda: bool(a.assigned()), 60), a.output()
@@ -109,9 +109,9 @@ def test_workers_join_and_leave_mid_stream_nothing_wedges(kafka_settings, redis_
         feeder = h.Feeder(kafka_settings, topics.frames, produced, rate=8, hold_at=len(produced) * 2 // 3).start()
         t0 = time.monotonic()
         time.sleep(5)
-        b = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+        b = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
         time.sleep(5)
-        c = h.worker_process(kafka_settings, redis_url, prefix, topics, group)
+        c = h.worker_process(kafka_settings, redis_url, prefix, topics, group, client=client)
         assert h.wait_until(lambda: bool(b.assigned()) and bool(c.assigned()), 60), b.output() + c.output()
         time.sleep(max(0.0, t0 + 15 - time.monotonic()))
         feeder.release()
@@ -138,13 +138,13 @@ def test_workers_join_and_leave_mid_stream_nothing_wedges(kafka_settings, redis_
 
 
 # -- 2. the broker restarts, twice ----------------------------------------------------------------
-def test_broker_restarted_twice_mid_stream_worker_recovers_each_time(redis_url, unique):
+def test_broker_restarted_twice_mid_stream_worker_recovers_each_time(redis_url, unique, client):
     with LocalBroker(port=free_port()) as own_broker:
         kafka = KafkaSettings(bootstrap=own_broker.bootstrap)
         topics = h.topics_for(unique, kafka, partitions=2)
         prefix = f"t-{unique}"
         h.publish_index(redis_url, prefix, "idx")
-        worker = h.worker_process(kafka, redis_url, prefix, topics, f"g-{unique}")
+        worker = h.worker_process(kafka, redis_url, prefix, topics, f"g-{unique}", client=client)
         all_ids: set[str] = set()
         try:
             assert h.wait_until(lambda: worker.get("/readyz")[0] == 200, 60), worker.output()
@@ -179,14 +179,13 @@ def test_broker_restarted_twice_mid_stream_worker_recovers_each_time(redis_url, 
 
 # -- 3. a poison header key -----------------------------------------------------------------------
 def test_header_key_not_utf8_is_dead_lettered_once_and_frames_around_it_scored(
-    kafka_settings, redis_url, setup, unique
-):  # fmt: skip
+    kafka_settings, redis_url, setup, unique, client):  # fmt: skip
     topics, prefix, _ = setup
     h.publish_index(redis_url, prefix, "idx")
     before, after, later = h.frames("camP", 6), h.frames("camP", 6, start=10), h.frames("camP", 4, start=20)
     poison_value = png_bytes(99)
     poison = (b"camP", poison_value, [(t.H_FRAME_ID, b"poison-1"), (NotUtf8Key(b"bad\xff\xfekey"), b"v")])
-    cfg = h.worker_config(kafka_settings, redis_url, prefix, topics, unique)
+    cfg = h.worker_config(kafka_settings, redis_url, prefix, topics, unique, kafka_client=client)
     running = h.start_worker(cfg)
     try:
         assert h.wait_assigned(running)
@@ -210,8 +209,7 @@ def test_header_key_not_utf8_is_dead_lettered_once_and_frames_around_it_scored(
 
 # -- 4. outputs that would not fit ------------------------------------------------------------------
 def test_oversized_origin_and_oversized_dead_letter_do_not_hold_delivery(
-    kafka_settings, redis_url, setup, unique
-):
+    kafka_settings, redis_url, setup, unique, client):
     topics, prefix, _ = setup
     h.publish_index(redis_url, prefix, "idx")
     # The test's producer may send more than the worker's limit (20 MiB); Tansu accepts 40 MiB messages.
@@ -228,7 +226,7 @@ def test_oversized_origin_and_oversized_dead_letter_do_not_hold_delivery(
         [("x-note", b"n" * 100_000)],
     )  # no frame id: topic/partition/offset names it
     after = h.frames("camO", 6, start=1)
-    running = h.start_worker(h.worker_config(kafka_settings, redis_url, prefix, topics, unique))
+    running = h.start_worker(h.worker_config(kafka_settings, redis_url, prefix, topics, unique, kafka_client=client))
     try:
         assert h.wait_assigned(running)
         offsets = h.produce_messages(big, topics.frames, [(key, value, headers), huge_dead]
