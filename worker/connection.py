@@ -56,6 +56,12 @@ class Connection:
         log.info("connected to kafka %s, group %s", self.where, self.group)
         return None
 
+    def seen(self) -> None:
+        """Called after each poll until a broker has answered this consumer: losing it later reads as
+        unreachable. Once seen, nothing is asked (the client's connection check takes its IO lock)."""
+        if self.consumer is not None and self._seen is not self.consumer:
+            self.state()
+
     def state(self) -> str:
         """connected | connecting (not connected yet, for at most CONNECTING_S) | unreachable (an attempt
         failed, a connection was lost, or none came in CONNECTING_S)."""

@@ -288,7 +288,7 @@ class Worker:
                 consumer, max(1, self.cfg.max_batch - len(self.batcher)), self._wait_s()
             ):
                 self._admit(message)
-            self.connection.state()  # notes a first connection: losing it later reads as unreachable
+            self.connection.seen()
         if not self.stage.full() and self.batcher.ready(
             queued_ahead=self.stage.waiting()
         ):  # else it keeps filling
